@@ -1,0 +1,107 @@
+"""Replicas of the orders Theano's virtual machines really execute (pure, ints only).
+
+Theano's default C VM does *not* run ``fgraph.toposort()``.  ``CLazyLinker_call``
+(``theano/gof/c_code/lazylinker_c.c``) calls ``lazy_rec_eval`` on each output
+variable in turn; ``lazy_rec_eval(var)`` returns at once if ``var`` is computed
+or has no owner, else it first evaluates the owner's prerequisites (the outputs
+of the nodes ``fgraph.orderings()`` puts before it, as variable indices,
+deduplicated and sorted), then each input of the owner in order, then runs the
+owner.  The Python ``Stack`` VM (``theano/gof/vm.py``, ``Stack.__call__``) pops
+nodes from a LIFO stack seeded with the outputs' owners.  ``Loop`` runs the
+schedule as given.
+
+These replicas take the same integer encoding the VMs build in
+``VM_Linker.make_vm``; the Theano glue (``theano_lowmem.executed``) builds it.
+Lazy nodes (``ifelse``) make the order depend on data and are not replicated.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+
+def cvm_order(node_inputs: Sequence[Sequence[int]], node_outputs: Sequence[Sequence[int]],
+              var_owner: Sequence[int], node_prereqs: Sequence[Sequence[int]],
+              output_vars: Sequence[int]) -> list[int]:
+    """Order in which the C VM runs the nodes (``lazy_rec_eval``, without lazy nodes).
+
+    Parameters
+    ----------
+    node_inputs, node_outputs : sequences of sequences of int
+        Variable indices read and written by each node.
+    var_owner : sequence of int
+        Node index producing each variable, ``-1`` for inputs and constants.
+    node_prereqs : sequence of sequences of int
+        Variable indices each node waits for besides its inputs (the outputs of
+        its ``orderings()`` predecessors), sorted as ``make_vm`` sorts them.
+    output_vars : sequence of int
+        The function's output variables (returned outputs, then updates).
+
+    Returns
+    -------
+    list of int
+        Node indices in execution order.  Iterative (no recursion limit).
+
+    Examples
+    --------
+    >>> # two independent branches a->b and c->d, outputs [b_out, d_out]
+    >>> cvm_order([[0], [1], [0], [3]], [[1], [2], [3], [4]], [-1, 0, 1, 2, 3],
+    ...           [[], [], [], []], [2, 4])
+    [0, 1, 2, 3]
+    """
+    computed = [owner < 0 for owner in var_owner]
+    order: list[int] = []
+    for out in output_vars:
+        if computed[out]:
+            continue
+        # frame: [node, pending variables to evaluate first, next position]
+        stack = [[var_owner[out], list(node_prereqs[var_owner[out]]) + list(node_inputs[var_owner[out]]), 0]]
+        while stack:
+            frame = stack[-1]
+            node, pending, pos = frame
+            while pos < len(pending) and computed[pending[pos]]:
+                pos += 1
+            frame[2] = pos
+            if pos < len(pending):
+                owner = var_owner[pending[pos]]
+                stack.append([owner, list(node_prereqs[owner]) + list(node_inputs[owner]), 0])
+                continue
+            stack.pop()
+            if all(computed[v] for v in node_outputs[node]):
+                continue
+            order.append(node)
+            for v in node_outputs[node]:
+                computed[v] = True
+    return order
+
+
+def stack_order(node_inputs: Sequence[Sequence[int]], node_outputs: Sequence[Sequence[int]],
+                var_owner: Sequence[int], node_prereqs: Sequence[Sequence[int]],
+                output_vars: Sequence[int]) -> list[int]:
+    """Order in which the Python ``Stack`` VM runs the nodes (non-lazy graphs).
+
+    Same encoding as :func:`cvm_order`; ``node_prereqs`` are the
+    ``destroy_dependencies`` (outputs of the ``orderings()`` predecessors, in
+    ``orderings()`` order, not sorted).
+
+    Examples
+    --------
+    >>> stack_order([[0], [1], [0], [3]], [[1], [2], [3], [4]], [-1, 0, 1, 2, 3],
+    ...             [[], [], [], []], [2, 4])
+    [2, 3, 0, 1]
+    """
+    computed = [owner < 0 for owner in var_owner]
+    stack = [var_owner[v] for v in output_vars if var_owner[v] >= 0]   # base_apply_stack
+    order: list[int] = []
+    while stack:
+        node = stack.pop()
+        deps = list(node_inputs[node]) + list(node_prereqs[node])
+        if all(computed[v] for v in node_outputs[node]):
+            continue
+        if all(computed[v] for v in deps):
+            order.append(node)
+            for v in node_outputs[node]:
+                computed[v] = True
+        else:
+            stack.append(node)
+            stack.extend(var_owner[v] for v in deps if var_owner[v] >= 0)
+    return order

@@ -1,0 +1,236 @@
+"""Fast list and DFS schedulers of the kinds XLA and PyTorch Inductor use.
+
+Each function maps a :class:`~.graph.Graph` (plus its :class:`~.sched_model.MemTables`)
+to a topological order in O((N + E) log N) or better; every tie is broken by
+an explicit key ending in the node id.  They are *candidates*: the caller scores
+each with :func:`~.memory.peak` and keeps the best.
+
+References
+----------
+XLA ``xla/service/hlo_memory_scheduler.cc``: ``ListMemoryScheduler`` (priority =
+bytes freed - bytes defined, then user count), ``DFSMemoryScheduler`` (operands
+with more extra users, then larger cumulative sizes, first), ``PostOrderMemoryScheduler``.
+PyTorch ``torch/_inductor/memory.py``: ``topological_sort_lpmf`` (least peak
+memory first), ``topological_sort_bfs``, ``topological_sort_dfs``.
+"""
+from __future__ import annotations
+
+import heapq
+from typing import Callable
+
+from .graph import Graph
+from .sched_model import MemTables
+
+
+class _Freed:
+    """Incremental "bytes freed if scheduled now" per node (XLA's ``BytesFreedIfScheduled``).
+
+    ``freed[n]`` = bytes of freeable buffers of which ``n`` is the last unscheduled
+    reader.  Each buffer changes state once: O(E) in total.
+    """
+
+    def __init__(self, t: MemTables, size: tuple[int, ...]) -> None:
+        self.t, self.size = t, size
+        self.left = {b: len(r) for b, r in t.readers.items()}
+        self.done: list[bool] = [False] * len(t.alloc)
+        self.freed = [0] * len(t.alloc)
+        for b, r in t.readers.items():
+            if len(r) == 1:
+                self.freed[r[0]] += size[b]
+
+    def run(self, n: int) -> list[int]:
+        """Mark ``n`` scheduled; return the nodes whose ``freed`` grew."""
+        self.done[n] = True
+        changed = []
+        for b in self.t.reads[n]:
+            self.left[b] -= 1
+            if self.left[b] == 1:
+                last = next(r for r in self.t.readers[b] if not self.done[r])
+                self.freed[last] += self.size[b]
+                changed.append(last)
+        return changed
+
+
+def list_freed(graph: Graph, t: MemTables) -> list[int]:
+    """XLA list scheduler: ready node with max (bytes freed - bytes defined, #users), then min id.
+
+    Examples
+    --------
+    >>> g = Graph([[0], [0], [1], [2]], [[1], [2], [3], [4]], size=[0, 8, 8, 1, 1], pinned=[3, 4])
+    >>> from theano_lowmem.core.sched_model import mem_tables
+    >>> list_freed(g, mem_tables(g))
+    [0, 2, 1, 3]
+    """
+    fr = _Freed(t, graph.size)
+    users = [len(s) for s in graph.succs]
+    indeg = [len(p) for p in graph.preds]
+    ver = [0] * graph.n_nodes
+
+    def key(n: int) -> tuple[int, int, int, int]:
+        return (t.alloc[n] - fr.freed[n], -users[n], n, ver[n])
+
+    heap = [key(n) for n in range(graph.n_nodes) if indeg[n] == 0]
+    heapq.heapify(heap)
+    order: list[int] = []
+    while heap:
+        *_, n, v = heapq.heappop(heap)
+        if v != ver[n] or fr.done[n]:
+            continue
+        order.append(n)
+        for m in fr.run(n):
+            if indeg[m] == 0:
+                ver[m] += 1
+                heapq.heappush(heap, key(m))
+        for s in graph.succs[n]:
+            indeg[s] -= 1
+            if indeg[s] == 0:
+                heapq.heappush(heap, key(s))
+    return order
+
+
+def lpmf(graph: Graph, t: MemTables) -> list[int]:
+    """Inductor's least-peak-memory-first: among ready nodes that fit under the peak so far,
+    the one with least (alloc - freed); if none fits, the one with least alloc.
+
+    Two lazy heaps; popping non-fitting entries from the first is bounded by the
+    number of ready nodes (O(N * ready) worst case, near O(N log N) in practice).
+    """
+    fr = _Freed(t, graph.size)
+    indeg = [len(p) for p in graph.preds]
+    ver = [0] * graph.n_nodes
+    by_net: list[tuple[int, int, int]] = []
+    by_alloc: list[tuple[int, int, int, int]] = []
+
+    def push(n: int) -> None:
+        ver[n] += 1
+        net = t.alloc[n] - fr.freed[n]
+        heapq.heappush(by_net, (net, n, ver[n]))
+        heapq.heappush(by_alloc, (t.alloc[n], net, n, ver[n]))
+
+    for n in range(graph.n_nodes):
+        if indeg[n] == 0:
+            push(n)
+    live, high = 0, t.held_total   # Inductor starts from the output bytes
+    order: list[int] = []
+    while len(order) < graph.n_nodes:
+        while by_alloc[0][3] != ver[by_alloc[0][2]] or fr.done[by_alloc[0][2]]:
+            heapq.heappop(by_alloc)
+        pick = by_alloc[0][2]
+        if live + t.alloc[pick] <= high:          # something fits: least net among fitting
+            aside = []
+            while True:
+                net, n, v = heapq.heappop(by_net)
+                if v != ver[n] or fr.done[n]:
+                    continue
+                if live + t.alloc[n] <= high:
+                    pick = n
+                    aside.append((net, n, v))
+                    break
+                aside.append((net, n, v))
+            for e in aside:
+                heapq.heappush(by_net, e)
+        live += t.alloc[pick]
+        high = max(high, live)
+        live -= fr.freed[pick]
+        order.append(pick)
+        for m in fr.run(pick):
+            if indeg[m] == 0 and not fr.done[m]:
+                push(m)
+        for s in graph.succs[pick]:
+            indeg[s] -= 1
+            if indeg[s] == 0:
+                push(s)
+    return order
+
+
+def bfs(graph: Graph, t: MemTables) -> list[int]:
+    """Inductor's BFS: ready node whose predecessors ran earliest (sorted positions), then id."""
+    indeg = [len(p) for p in graph.preds]
+    pos = [0] * graph.n_nodes
+    heap = [((), n) for n in range(graph.n_nodes) if indeg[n] == 0]
+    heapq.heapify(heap)
+    order: list[int] = []
+    while heap:
+        _, n = heapq.heappop(heap)
+        pos[n] = len(order)
+        order.append(n)
+        for s in graph.succs[n]:
+            indeg[s] -= 1
+            if indeg[s] == 0:
+                heapq.heappush(heap, (tuple(sorted(pos[p] for p in graph.preds[s])), s))
+    return order
+
+
+def _postorder(graph: Graph, roots: list[int], child_order: Callable[[int], list[int]]) -> list[int]:
+    """Iterative DFS post-order over ``preds`` from ``roots`` (visited in the given order)."""
+    seen = [False] * graph.n_nodes
+    order: list[int] = []
+    for r in roots:
+        if seen[r]:
+            continue
+        seen[r] = True
+        stack = [(r, iter(child_order(r)))]
+        while stack:
+            n, it = stack[-1]
+            for c in it:
+                if not seen[c]:
+                    seen[c] = True
+                    stack.append((c, iter(child_order(c))))
+                    break
+            else:
+                stack.pop()
+                order.append(n)
+    return order
+
+
+def dfs_inductor(graph: Graph, t: MemTables) -> list[int]:
+    """Inductor's DFS: outer loop and predecessors by ascending (alloc + bytes read, id)."""
+    swr = [a + i for a, i in zip(t.alloc, t.inbytes)]
+    key = lambda n: (swr[n], n)  # noqa: E731
+    return _postorder(graph, sorted(range(graph.n_nodes), key=key),
+                      lambda n: sorted(graph.preds[n], key=key))
+
+
+def dfs_subtree(graph: Graph, t: MemTables) -> list[int]:
+    """XLA's DFS scheduler: operands with more extra users, then larger cumulative
+    size, first; roots (nodes without successors) in the same order."""
+    extra, total = [0] * graph.n_nodes, [0] * graph.n_nodes
+    cumulative = 0
+    for n in graph.topological_order():
+        extra[n] = max(len(graph.succs[n]) - 1, 0) + sum(extra[p] for p in graph.preds[n])
+        cumulative += t.alloc[n]
+        total[n] = min(t.alloc[n] + sum(total[p] for p in graph.preds[n]), cumulative)
+        extra[n] = min(extra[n], graph.n_nodes)
+    key = lambda n: (-extra[n], -total[n], n)  # noqa: E731
+    sinks = sorted((n for n in range(graph.n_nodes) if not graph.succs[n]), key=key)
+    return _postorder(graph, sinks, lambda n: sorted(graph.preds[n], key=key))
+
+
+def postorder(graph: Graph, t: MemTables) -> list[int]:
+    """XLA's post-order: DFS from the sinks (by id), predecessors in input order."""
+    def kids(n: int) -> list[int]:
+        seen: dict[int, None] = {}
+        for v in graph.node_inputs[n]:
+            if graph.producer[v] >= 0:
+                seen.setdefault(graph.producer[v], None)
+        for d in graph.extra_deps[n]:
+            seen.setdefault(d, None)
+        return list(seen)
+    return _postorder(graph, [n for n in range(graph.n_nodes) if not graph.succs[n]], kids)
+
+
+def kahn(graph: Graph, t: MemTables) -> list[int]:
+    """Kahn's algorithm, smallest id first (``Graph.topological_order``)."""
+    return graph.topological_order()
+
+
+#: name -> heuristic, in the order ``schedule`` tries them (cheapest, most useful first).
+HEURISTICS: dict[str, Callable[[Graph, MemTables], list[int]]] = {
+    "greedy-freed": list_freed,
+    "lpmf": lpmf,
+    "dfs-subtree": dfs_subtree,
+    "postorder": postorder,
+    "bfs": bfs,
+    "dfs-inductor": dfs_inductor,
+    "kahn": kahn,
+}

@@ -1,0 +1,160 @@
+"""The order Theano really executes: replica (no call needed) and tracer (a real call).
+
+Which VM ``VM_Linker.make_vm`` builds (``theano/gof/vm.py``, ``make_vm``):
+``CVM`` when ``use_cloop`` (the default ``cvm`` linker) unless a callback or
+memory profiling forces ``Stack``; without ``use_cloop``, ``Stack`` for lazy
+graphs and ``Loop``/``LoopGC`` otherwise.  ``Loop`` runs the linker's schedule
+(``fgraph.toposort()``); ``CVM`` and ``Stack`` walk back from the outputs and
+follow only ``fgraph.orderings()`` (see :mod:`theano_lowmem.core.executed`).
+"""
+from __future__ import annotations
+
+import copy
+from typing import Any, Sequence
+
+import theano
+from theano.gof import vm as theano_vm
+
+from .core import executed as core_executed
+
+
+class NotReplicable(RuntimeError):
+    """The executed order depends on data (lazy nodes such as ``ifelse``)."""
+
+
+def is_lazy_node(node) -> bool:
+    """True for ops whose thunk is lazy (evaluates only the inputs it asks for)."""
+    from theano.ifelse import IfElse
+    return isinstance(node.op, IfElse) or getattr(node.op, "lazy", False) is True
+
+
+def _encode(fgraph, nodes: Sequence[Any], ordered_prereqs: bool):
+    """The integer encoding ``VM_Linker.make_vm`` builds for the CVM (vm.py, make_vm)."""
+    vars_idx: dict = {}
+    for node in nodes:
+        for v in node.inputs + node.outputs:
+            vars_idx.setdefault(v, len(vars_idx))
+    for v in fgraph.inputs + fgraph.outputs:
+        vars_idx.setdefault(v, len(vars_idx))
+    node_idx = {n: i for i, n in enumerate(nodes)}
+    var_owner = [-1] * len(vars_idx)
+    for v, i in vars_idx.items():
+        if v.owner is not None:
+            var_owner[i] = node_idx[v.owner]
+    ords = fgraph.orderings()
+    prereqs = []
+    for node in nodes:
+        idxs = [vars_idx[v] for p in ords.get(node, []) for v in p.outputs]
+        prereqs.append(idxs if ordered_prereqs else sorted(set(idxs)))
+    return ([[vars_idx[v] for v in n.inputs] for n in nodes],
+            [[vars_idx[v] for v in n.outputs] for n in nodes],
+            var_owner, prereqs, [vars_idx[v] for v in fgraph.outputs])
+
+
+def cvm_order(fgraph, nodes: Sequence[Any] | None = None) -> list:
+    """The order the C VM will run ``fgraph``'s nodes (replica of ``lazy_rec_eval``).
+
+    Parameters
+    ----------
+    fgraph : FunctionGraph
+    nodes : sequence of Apply, optional
+        The linker's schedule, which numbers the variables (default
+        ``fgraph.toposort()``, what ``VM_Linker.make_all`` uses).
+
+    Raises
+    ------
+    NotReplicable
+        If the graph has lazy nodes.
+
+    Examples
+    --------
+    >>> import theano, theano.tensor as T
+    >>> x = T.vector('x'); f = theano.function([x], [T.exp(x), T.log(x)])
+    >>> [str(n.op) for n in cvm_order(f.maker.fgraph)][:1]
+    ['Elemwise{exp,no_inplace}']
+    """
+    nodes = list(nodes) if nodes is not None else fgraph.toposort()
+    if any(is_lazy_node(n) for n in nodes):
+        raise NotReplicable("the graph has lazy nodes (ifelse): the executed order depends on data")
+    order = core_executed.cvm_order(*_encode(fgraph, nodes, ordered_prereqs=False))
+    return [nodes[i] for i in order]
+
+
+def stack_order(fgraph, nodes: Sequence[Any] | None = None) -> list:
+    """The order the Python ``Stack`` VM will run ``fgraph``'s nodes."""
+    nodes = list(nodes) if nodes is not None else fgraph.toposort()
+    if any(is_lazy_node(n) for n in nodes):
+        raise NotReplicable("the graph has lazy nodes (ifelse): the executed order depends on data")
+    order = core_executed.stack_order(*_encode(fgraph, nodes, ordered_prereqs=True))
+    return [nodes[i] for i in order]
+
+
+def executed_order(f) -> list:
+    """The order compiled function ``f`` runs its nodes in, without calling it.
+
+    Dispatches on the VM ``f`` was linked with (``f.fn``): CVM and Stack
+    replicas, or the schedule itself for Loop/LoopGC.
+
+    Examples
+    --------
+    >>> import numpy as np, theano, theano.tensor as T
+    >>> x = T.vector('x'); f = theano.function([x], [T.exp(x), T.log(x)])
+    >>> executed_order(f) == trace_order(f, np.ones(3))
+    True
+    """
+    vm = f.fn
+    fgraph = f.maker.fgraph
+    nodes = list(getattr(vm, "nodes", None) or fgraph.toposort())
+    if isinstance(vm, theano_vm.Stack):
+        return stack_order(fgraph, nodes)
+    if isinstance(vm, (theano_vm.Loop, theano_vm.LoopGC)):
+        return nodes
+    return cvm_order(fgraph, nodes)
+
+
+class _TracingMixin:
+    """Linker mixin: thunks record their node in ``self.trace_log`` when they run.
+
+    The wrapper has no ``cthunk`` attribute, so the C VM calls it through its
+    Python path (``pycall``); the walk that decides the order is the same code.
+    """
+
+    def make_vm(self, nodes, thunks, *args, **kwargs):
+        log = self.trace_log
+        wrapped = []
+        for node, th in zip(nodes, thunks):
+            def run(th=th, node=node):
+                log.append(node)
+                return th()
+            run.lazy, run.inputs, run.outputs = th.lazy, th.inputs, th.outputs
+            wrapped.append(run)
+        return super().make_vm(nodes, wrapped, *args, **kwargs)
+
+
+def traced_function(f):
+    """A copy of ``f`` (same graph, same linker settings, same shared storage) that logs.
+
+    Returns ``(g, log)``: each call of ``g`` appends the Apply nodes it runs to
+    ``log`` (clear it between calls).  Shared-variable updates of ``g`` act on
+    the same shared variables as ``f``.
+    """
+    maker = copy.copy(f.maker)
+    linker = copy.copy(f.maker.linker)
+    linker.__class__ = type("Tracing" + type(linker).__name__, (_TracingMixin, type(linker)), {})
+    linker.trace_log = []
+    maker.linker = linker
+    # FunctionMaker.create takes f's Containers as input storage (function_module.py:1634-1690):
+    # shared variables stay shared with f.
+    g = maker.create(list(f.input_storage), trustme=True)
+    return g, linker.trace_log
+
+
+def trace_order(f, *args, **kwargs) -> list:
+    """Call ``f(*args)`` through a traced copy and return the Apply nodes in executed order.
+
+    Note that a function with updates updates its shared variables, as ``f`` would.
+    """
+    g, log = traced_function(f)
+    del log[:]
+    g(*args, **kwargs)
+    return list(log)

@@ -1,0 +1,348 @@
+"""FunctionGraph -> memory model (thin Theano glue over :mod:`theano_lowmem.core`).
+
+Sizes come from Theano's ``ShapeFeature`` (``theano/tensor/opt.py``): each
+tensor variable's shape is a tuple of int64 scalar graphs over constants,
+``Shape_i`` of graph inputs and a few scalar ops.  We evaluate those graphs with
+``op.perform`` from what is known at compile time (constants, shared
+variables' current values, ``tag.test_value``, shapes the caller gives);
+a dimension that stays unknown (an input's shape, a data-dependent size) takes
+the ``unknown_dim`` hint (flag ``lowmem_unknown_dim``) and the value's size is
+marked inexact.  Sharing keys use *proof*, not numbers: two values get the same
+key only if their Types are identical and their shape graphs are structurally
+identical (same constants, same ``Shape_i`` of the same variable, same ops) —
+a shared variable's shape can change between calls, so its current value never
+proves equality.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import Any, Hashable, Mapping, Sequence
+
+import numpy as np
+import theano
+from theano.compile.ops import Shape, Shape_i
+from theano.compile.sharedvalue import SharedVariable
+from theano.gof import Constant
+from theano.tensor.type import TensorType
+
+from .core.graph import NO_ALIAS, Graph
+
+DEFAULT_UNKNOWN_DIM = 128
+_UNKNOWN = object()
+
+
+@dataclass
+class FGModel:
+    """A FunctionGraph seen as a :class:`core.Graph`, with the maps back to Theano.
+
+    Attributes
+    ----------
+    graph : Graph
+        Node ``i`` is ``nodes[i]``, value ``j`` is ``variables[j]``.
+    variables, nodes : list
+        Theano ``Variable`` / ``Apply`` per id.
+    value_id, node_id : dict
+        Inverse maps.
+    shapes : list
+        Concrete shape per value (tuple of int; unknown dims replaced by the
+        hint), ``None`` for non-tensor values.
+    exact : list of bool
+        Whether the value's size is known (no hint was used).
+    share_key : list
+        Hashable per value: equal keys mean identical Type and provably equal
+        shape.  ``None``: never share (non-tensor values).
+    """
+
+    graph: Graph
+    variables: list
+    nodes: list
+    value_id: dict
+    node_id: dict
+    shapes: list
+    exact: list
+    share_key: list
+
+    def ids(self, applies: Sequence[Any]) -> list[int]:
+        """Node ids of ``applies`` (e.g. an executed order), skipping unknown nodes."""
+        return [self.node_id[a] for a in applies if a in self.node_id]
+
+    def describe(self, v: int) -> str:
+        """Short label of value ``v`` for reports: name or producing op, shape."""
+        var = self.variables[v]
+        label = var.name or (str(var.owner.op) if var.owner is not None else str(var))
+        return f"{label[:48]} {self.shapes[v]}"
+
+
+def other_orderings(fgraph) -> dict:
+    """``fgraph.orderings()`` without the contribution of our own OrderFeature.
+
+    These are the constraints any order must respect (the DestroyHandler's:
+    readers of a destroyed variable run before its destroyer).
+    """
+    from .opt import OrderFeature
+    ords: dict = {}
+    for feature in fgraph._features:
+        if isinstance(feature, OrderFeature) or not hasattr(feature, "orderings"):
+            continue
+        for node, prereqs in feature.orderings(fgraph).items():
+            ords.setdefault(node, []).extend(prereqs)
+    return ords
+
+
+def _dim_key(var, memo: dict) -> Hashable:
+    """Structural key of a shape scalar: equal keys prove equal values."""
+    if var in memo:
+        return memo[var]
+    if isinstance(var, Constant):
+        key: Hashable = ("const", int(np.asarray(var.data)))
+    elif var.owner is None:
+        key = ("var", var)
+    elif isinstance(var.owner.op, Shape_i):
+        key = ("shape", var.owner.inputs[0], var.owner.op.i)
+    else:
+        try:
+            hash(var.owner.op)
+            key = ("op", var.owner.op, var.owner.outputs.index(var),
+                   tuple(_dim_key(i, memo) for i in var.owner.inputs))
+        except TypeError:
+            key = ("var", var)
+    memo[var] = key
+    return key
+
+
+class _ShapeEvaluator:
+    """Evaluate ShapeFeature's scalar shape graphs to ints with ``op.perform``."""
+
+    def __init__(self, known_shapes: Mapping, known_values: Mapping, shape_of: Mapping):
+        self.known_shapes = known_shapes
+        self.shape_of = shape_of
+        self.memo: dict = dict(known_values)
+        self.shape_memo: dict = {}
+
+    def shape(self, var):
+        """Concrete shape of ``var`` (tuple of int) or ``None``."""
+        if var in self.known_shapes:
+            return tuple(self.known_shapes[var])
+        if var not in self.shape_memo:
+            self.shape_memo[var] = None        # a shape that refers to itself stays unknown
+            dims = [self.value(d) for d in self.shape_of.get(var) or ()]
+            if self.shape_of.get(var) is not None and all(d is not _UNKNOWN for d in dims):
+                self.shape_memo[var] = tuple(int(d) for d in dims)
+        return self.shape_memo[var]
+
+    def value(self, var):
+        if var in self.memo:
+            return self.memo[var]
+        self.memo[var] = _UNKNOWN          # guards against cycles through stale entries
+        if isinstance(var, Constant):
+            val = var.data
+        elif var.owner is None:
+            val = getattr(var.tag, "test_value", _UNKNOWN)
+        elif isinstance(var.owner.op, (Shape_i, Shape)):
+            shape = self.shape(var.owner.inputs[0])
+            if shape is None:
+                val = _UNKNOWN
+            elif isinstance(var.owner.op, Shape):
+                val = np.asarray(shape, dtype="int64")
+            else:
+                val = np.asarray(shape[var.owner.op.i], dtype="int64")
+        else:
+            val = self._perform(var)
+        self.memo[var] = val
+        return val
+
+    def _perform(self, var):
+        node = var.owner
+        args = [self.value(i) for i in node.inputs]
+        if any(a is _UNKNOWN for a in args):
+            return _UNKNOWN
+        # copies: inplace ops (destroy_map) write into their inputs, which are memoised
+        args = [np.array(a) if isinstance(a, (np.ndarray, np.generic)) else a for a in args]
+        outs = [[None] for _ in node.outputs]
+        try:
+            node.op.perform(node, args, outs)
+        except Exception:  # an op without a usable perform: the dim stays unknown
+            return _UNKNOWN
+        return outs[node.outputs.index(var)][0]
+
+
+def _known_input_shapes(fgraph, input_shapes: Mapping | None, input_values: Mapping | None):
+    shapes, values = {}, {}
+    for var in fgraph.inputs:
+        if input_values is not None and var in input_values:
+            val = input_values[var]
+        elif isinstance(var, SharedVariable):
+            val = var.get_value(borrow=True)
+        else:
+            val = getattr(var.tag, "test_value", None)
+        if val is not None and hasattr(val, "shape"):
+            shapes[var], values[var] = tuple(val.shape), val
+        elif val is not None and isinstance(var.type, TensorType):
+            values[var] = val
+    for var, shp in (input_shapes or {}).items():
+        shapes[var] = tuple(int(d) for d in shp)
+    for var in fgraph.variables:
+        if isinstance(var, Constant) and hasattr(var.data, "shape"):
+            shapes[var], values[var] = tuple(var.data.shape), var.data
+    return shapes, values
+
+
+def _shape_feature(fgraph):
+    """The graph's ShapeFeature, or a detached one built for this call."""
+    sf = getattr(fgraph, "shape_feature", None)
+    if sf is not None:
+        return sf
+    sf = theano.tensor.opt.ShapeFeature()
+    sf.on_attach(fgraph)        # walks the graph; sets fgraph.shape_feature (opt.py:1287-1305)
+    del fgraph.shape_feature    # not left attached: this call only reads it
+    return sf
+
+
+def model_of_fgraph(fgraph, order: Sequence[Any] | None = None, *,
+                    input_shapes: Mapping | None = None, input_values: Mapping | None = None,
+                    unknown_dim: int | None = None) -> FGModel:
+    """Build the memory model of ``fgraph``.
+
+    Parameters
+    ----------
+    fgraph : theano.gof.FunctionGraph
+    order : sequence of Apply, optional
+        Node ids follow this order (default ``fgraph.toposort()``), so that a
+        baseline order is ``range(n_nodes)``.
+    input_shapes : mapping Variable -> tuple of int, optional
+        Concrete shapes of graph inputs.
+    input_values : mapping Variable -> value, optional
+        Concrete values of graph inputs (for shapes that depend on values).
+    unknown_dim : int, optional
+        Size assumed for a dimension nothing determines (default: flag
+        ``lowmem_unknown_dim``, else 128).
+
+    Returns
+    -------
+    FGModel
+
+    Examples
+    --------
+    >>> import theano, theano.tensor as T
+    >>> x = T.matrix('x'); f = theano.function([x], T.exp(x).sum())
+    >>> m = model_of_fgraph(f.maker.fgraph, input_shapes={f.maker.fgraph.inputs[0]: (10, 10)})
+    >>> m.graph.n_nodes >= 1
+    True
+    """
+    if unknown_dim is None:
+        unknown_dim = int(getattr(theano.config, "lowmem_unknown_dim", DEFAULT_UNKNOWN_DIM))
+    nodes = list(order) if order is not None else fgraph.toposort()
+    missing = set(fgraph.apply_nodes) - set(nodes)
+    if missing:
+        raise ValueError(f"order lacks {len(missing)} node(s) of the graph, e.g. {next(iter(missing))}")
+    node_id = {a: i for i, a in enumerate(nodes)}
+    variables: list = []
+    value_id: dict = {}
+
+    def vid(var) -> int:
+        if var not in value_id:
+            value_id[var] = len(variables)
+            variables.append(var)
+        return value_id[var]
+
+    for var in fgraph.inputs:
+        vid(var)
+    node_inputs, node_outputs = [], []
+    alias = {}
+    for a in nodes:
+        node_inputs.append([vid(i) for i in a.inputs])
+        node_outputs.append([vid(o) for o in a.outputs])
+        for table in (getattr(a.op, "destroy_map", None) or {}, getattr(a.op, "view_map", None) or {}):
+            for out_idx, in_idxs in sorted(table.items()):
+                if in_idxs:
+                    alias.setdefault(value_id[a.outputs[out_idx]], value_id[a.inputs[in_idxs[0]]])
+    for var in fgraph.outputs:
+        vid(var)
+    ords = other_orderings(fgraph)
+    extra = [sorted(node_id[p] for p in ords.get(a, []) if p in node_id) for a in nodes]
+
+    sf = _shape_feature(fgraph)
+    known_shapes, known_values = _known_input_shapes(fgraph, input_shapes, input_values)
+    ev = _ShapeEvaluator(known_shapes, known_values, sf.shape_of)
+    key_memo: dict = {}
+    shapes, exact, share_key, size = [], [], [], []
+    for var in variables:
+        shp, ok, key, nbytes = None, True, None, 0
+        if isinstance(var.type, TensorType):
+            sym = sf.shape_of.get(var)
+            if var in known_shapes:
+                dims = list(known_shapes[var])
+            else:
+                dims = []
+                for d in sym or ():
+                    val = ev.value(d)
+                    if val is _UNKNOWN:
+                        dims.append(unknown_dim)
+                        ok = False
+                    else:
+                        dims.append(int(val))
+                if sym is None:
+                    ok = False
+                    dims = [unknown_dim] * var.type.ndim
+            shp = tuple(dims)
+            nbytes = int(np.prod(shp, dtype=np.int64)) * np.dtype(var.type.dtype).itemsize
+            if sym is not None:
+                key = (var.type, tuple(_dim_key(d, key_memo) for d in sym))
+        # non-tensor values (Python scalars, random states, lists) count 0 bytes
+        shapes.append(shp)
+        exact.append(ok)
+        share_key.append(key)
+        size.append(max(nbytes, 0))
+        if shp is not None and len(shp) != var.type.ndim:
+            warnings.warn(f"theano_lowmem: shape {shp} of {var} does not match ndim {var.type.ndim}")
+
+    graph = Graph(node_inputs=node_inputs, node_outputs=node_outputs, size=size,
+                  alias_of=[alias.get(v, NO_ALIAS) for v in range(len(variables))],
+                  pinned=[value_id[o] for o in fgraph.outputs], extra_deps=extra,
+                  value_names=[str(v) for v in variables], node_names=[str(a) for a in nodes])
+    return FGModel(graph, variables, nodes, value_id, node_id, shapes, exact, share_key)
+
+
+def model_for(f, *example_inputs, input_shapes: Sequence | None = None,
+              order: Sequence[Any] | None = None, unknown_dim: int | None = None) -> FGModel:
+    """The memory model of a compiled function ``f``.
+
+    Node ids follow the order ``f`` really executes (see
+    :func:`theano_lowmem.executed.executed_order`) unless ``order`` is given.
+
+    Parameters
+    ----------
+    f : theano.compile.function_module.Function
+    *example_inputs
+        Values for ``f``'s explicit inputs, as in ``f(*example_inputs)``:
+        they fix every shape (and shapes that depend on values).
+    input_shapes : sequence of tuple, optional
+        Shapes of the explicit inputs, when values are not at hand.
+
+    Examples
+    --------
+    >>> import numpy as np, theano, theano.tensor as T
+    >>> x = T.vector('x'); f = theano.function([x], T.exp(x) * 2)
+    >>> m = model_for(f, np.zeros(1000))
+    >>> max(m.graph.size) >= 8000
+    True
+    """
+    from .executed import executed_order
+    fgraph = f.maker.fgraph
+    explicit = [fgraph.inputs[i] for i, inp in enumerate(f.maker.inputs) if not inp.implicit]
+    values, shapes = {}, {}
+    for i, inp in enumerate(f.maker.inputs):
+        if inp.implicit:                     # shared variables: their current value
+            values[fgraph.inputs[i]] = f.input_storage[i].data
+    for var, val in zip(explicit, example_inputs):
+        values[var] = np.asarray(val) if not hasattr(val, "shape") else val
+    for var, shp in zip(explicit, input_shapes or ()):
+        shapes[var] = tuple(shp)
+    for var, val in values.items():
+        if hasattr(val, "shape"):
+            shapes.setdefault(var, tuple(val.shape))
+    if order is None:
+        order = executed_order(f)
+    return model_of_fgraph(fgraph, order, input_shapes=shapes, input_values=values,
+                           unknown_dim=unknown_dim)
