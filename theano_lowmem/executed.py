@@ -10,6 +10,7 @@ follow only ``fgraph.orderings()`` (see :mod:`theano_lowmem.core.executed`).
 from __future__ import annotations
 
 import copy
+import tracemalloc
 from typing import Any, Sequence
 
 import theano
@@ -124,6 +125,13 @@ class _TracingMixin:
         wrapped = []
         for node, th in zip(nodes, thunks):
             def run(th=th, node=node):
+                if self.trace_memory:     # (node, traced bytes before, high-water mark during)
+                    before = tracemalloc.get_traced_memory()[0]
+                    tracemalloc.reset_peak()
+                    try:
+                        return th()
+                    finally:
+                        log.append((node, before, tracemalloc.get_traced_memory()[1]))
                 log.append(node)
                 return th()
             run.lazy, run.inputs, run.outputs = th.lazy, th.inputs, th.outputs
@@ -131,17 +139,20 @@ class _TracingMixin:
         return super().make_vm(nodes, wrapped, *args, **kwargs)
 
 
-def traced_function(f):
+def traced_function(f, memory: bool = False):
     """A copy of ``f`` (same graph, same linker settings, same shared storage) that logs.
 
     Returns ``(g, log)``: each call of ``g`` appends the Apply nodes it runs to
-    ``log`` (clear it between calls).  Shared-variable updates of ``g`` act on
-    the same shared variables as ``f``.
+    ``log`` (clear it between calls); with ``memory=True`` it appends
+    ``(node, bytes traced before it ran, high-water mark while it ran)`` instead
+    (start ``tracemalloc`` first).  Shared-variable updates of ``g`` act on the
+    same shared variables as ``f``.
     """
     maker = copy.copy(f.maker)
     linker = copy.copy(f.maker.linker)
     linker.__class__ = type("Tracing" + type(linker).__name__, (_TracingMixin, type(linker)), {})
     linker.trace_log = []
+    linker.trace_memory = memory
     maker.linker = linker
     # FunctionMaker.create takes f's Containers as input storage (function_module.py:1634-1690):
     # shared variables stay shared with f.

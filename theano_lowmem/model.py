@@ -188,6 +188,53 @@ def _known_input_shapes(fgraph, input_shapes: Mapping | None, input_values: Mapp
     return shapes, values
 
 
+def _scan_workspace(node, ev: "_ShapeEvaluator", unknown_dim: int) -> int:
+    """Bytes a Scan's inner function holds while the scan runs.
+
+    The inner function runs with ``allow_gc=False`` (``config.scan.allow_gc``,
+    scan_op.py:174-186), so it keeps every intermediate of one step: its
+    keep-everything size, from inner shapes derived from the outer ones (a
+    sequence or state contributes ``shape[1:]``, other inputs their shape).
+    Known only once the inner function is compiled (``op.fn``, scan_op.py:860).
+    """
+    op = node.op
+    fn = getattr(op, "fn", None)
+    if fn is None:
+        return 0
+    inner = fn.maker.fgraph
+    outer_idx, inner_idx = list(range(len(node.inputs))), list(range(len(inner.inputs)))
+    shapes: dict = {}
+    sliced = [(op.outer_seqs, op.inner_seqs, [1] * op.n_seqs)]
+    for outer_of, inner_of, taps in (
+            (op.outer_mitmot, op.inner_mitmot, [len(t) for t in op.tap_array[:op.n_mit_mot]]),
+            (op.outer_mitsot, op.inner_mitsot,
+             [len(t) for t in op.tap_array[op.n_mit_mot:op.n_mit_mot + op.n_mit_sot]]),
+            (op.outer_sitsot, op.inner_sitsot, [1] * op.n_sit_sot)):
+        sliced.append((outer_of, inner_of, taps))
+    for outer_of, inner_of, taps in sliced:
+        inner_pos = iter(inner_of(inner_idx))
+        for o, k in zip(outer_of(outer_idx), taps):
+            shp = ev.shape(node.inputs[o])
+            for _ in range(k):
+                i = next(inner_pos)
+                if shp is not None:
+                    shapes[inner.inputs[i]] = shp[1:]
+    for outer_of, inner_of in ((op.outer_shared, op.inner_shared),
+                               (op.outer_non_seqs, op.inner_non_seqs)):
+        for o, i in zip(outer_of(outer_idx), inner_of(inner_idx)):
+            shp = ev.shape(node.inputs[o])
+            if shp is not None:
+                shapes[inner.inputs[i]] = shp
+    from .core.memory import keep_all_bytes
+    return keep_all_bytes(model_of_fgraph(inner, input_shapes=shapes, unknown_dim=unknown_dim).graph)
+
+
+def _workspace_rules() -> dict:
+    """Per-op rules for the extra bytes a node needs while it runs (default 0)."""
+    from theano.scan_module.scan_op import Scan
+    return {Scan: _scan_workspace}
+
+
 def _shape_feature(fgraph):
     """The graph's ShapeFeature, or a detached one built for this call."""
     sf = getattr(fgraph, "shape_feature", None)
@@ -297,7 +344,13 @@ def model_of_fgraph(fgraph, order: Sequence[Any] | None = None, *,
         if shp is not None and len(shp) != var.type.ndim:
             warnings.warn(f"theano_lowmem: shape {shp} of {var} does not match ndim {var.type.ndim}")
 
+    rules = _workspace_rules()
+    workspace = []
+    for a in nodes:
+        rule = rules.get(type(a.op))
+        workspace.append(rule(a, ev, unknown_dim) if rule is not None else 0)
     graph = Graph(node_inputs=node_inputs, node_outputs=node_outputs, size=size,
+                  workspace=workspace,
                   alias_of=[alias.get(v, NO_ALIAS) for v in range(len(variables))],
                   pinned=[value_id[o] for o in fgraph.outputs], extra_deps=extra,
                   value_names=[str(v) for v in variables], node_names=[str(a) for a in nodes])

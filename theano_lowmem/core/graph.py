@@ -47,6 +47,12 @@ class Graph:
         value connects them.
     value_names, node_names : sequence of str, optional
         Labels for reports and error messages.
+    workspace : sequence of int, optional
+        ``workspace[n]``: extra bytes node ``n`` needs only while it runs
+        (scratch arrays, a scan's inner function).  Default 0.
+    external : iterable of int, optional
+        The values allowed to have no producer (inputs, constants, shared
+        variables).  When given, any other value without a producer is an error.
 
     Examples
     --------
@@ -64,6 +70,8 @@ class Graph:
     extra_deps: Sequence[Sequence[int]] = ()
     value_names: Sequence[str] = ()
     node_names: Sequence[str] = ()
+    workspace: Sequence[int] = ()
+    external: Iterable[int] | None = None
 
     def __post_init__(self) -> None:
         n_values = len(self.size)
@@ -75,6 +83,7 @@ class Graph:
         set_(self, "alias_of", alias)
         deps = self.extra_deps or ((),) * len(self.node_inputs)
         set_(self, "extra_deps", tuple(tuple(sorted(set(int(d) for d in ds))) for ds in deps))
+        set_(self, "workspace", tuple(int(w) for w in self.workspace) or (0,) * len(self.node_inputs))
         set_(self, "value_names", tuple(self.value_names) or tuple(f"v{i}" for i in range(n_values)))
         set_(self, "node_names", tuple(self.node_names) or tuple(f"n{i}" for i in range(self.n_nodes)))
         producer = [NO_PRODUCER] * n_values
@@ -86,6 +95,13 @@ class Graph:
                                      f"nodes {producer[v]} and {n}")
                 producer[v] = n
         set_(self, "producer", tuple(producer))
+        if self.external is not None:
+            ext = set(int(v) for v in self.external)
+            orphans = [v for v in range(n_values) if producer[v] == NO_PRODUCER and v not in ext]
+            if orphans:
+                raise GraphError(f"value {self.value_names[orphans[0]]} has no producer and is "
+                                 f"not an input ({len(orphans)} such value(s))")
+            set_(self, "external", frozenset(ext))
         pinned = set(int(v) for v in self.pinned)
         pinned.update(v for v in range(n_values) if producer[v] == NO_PRODUCER)
         set_(self, "pinned", frozenset(pinned))
@@ -95,7 +111,8 @@ class Graph:
     # ------------------------------------------------------------------ checks
     def _check_shapes(self, n_values: int) -> None:
         n_nodes = len(self.node_inputs)
-        for name, seq in (("node_outputs", self.node_outputs), ("extra_deps", self.extra_deps)):
+        for name, seq in (("node_outputs", self.node_outputs), ("extra_deps", self.extra_deps),
+                          ("workspace", self.workspace)):
             if len(seq) != n_nodes:
                 raise GraphError(f"{name} has {len(seq)} entries for {n_nodes} nodes")
         if len(self.alias_of) != n_values:

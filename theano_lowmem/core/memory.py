@@ -1,8 +1,8 @@
 """The one definition of "peak" in theano_lowmem.
 
-Walking an order, a node needs every live buffer plus its new output buffers at
-once (``during``); after it ran, every buffer whose alias group has no reader
-left is freed (``after``).  Views and inplace outputs share their input's buffer
+Walking an order, a node needs every live buffer plus its new output buffers
+plus its own ``workspace`` at once (``during``); after it ran, every buffer
+whose alias group has no reader left is freed (``after``).  Views and inplace outputs share their input's buffer
 (no new bytes) and keep it alive until their own last reader.  Pinned groups
 (outputs) are never freed; values without a producer (inputs, constants,
 shared variables) were allocated before the call and are not counted.  A
@@ -122,7 +122,7 @@ def simulate(graph: Graph, order: Sequence[int], *, check: bool = True) -> Memor
     during, after, live = [], [], 0
     for i in range(n):
         live += alloc[i]
-        during.append(live)
+        during.append(live + graph.workspace[order[i]])
         live -= free[i]
         after.append(live)
     peak = max(during, default=0)

@@ -90,7 +90,7 @@ def list_freed(graph: Graph, t: MemTables) -> list[int]:
 
 def lpmf(graph: Graph, t: MemTables) -> list[int]:
     """Inductor's least-peak-memory-first: among ready nodes that fit under the peak so far,
-    the one with least (alloc - freed); if none fits, the one with least alloc.
+    the one with least (alloc - freed); if none fits, the one with least alloc + workspace.
 
     Two lazy heaps; popping non-fitting entries from the first is bounded by the
     number of ready nodes (O(N * ready) worst case, near O(N log N) in practice).
@@ -105,7 +105,7 @@ def lpmf(graph: Graph, t: MemTables) -> list[int]:
         ver[n] += 1
         net = t.alloc[n] - fr.freed[n]
         heapq.heappush(by_net, (net, n, ver[n]))
-        heapq.heappush(by_alloc, (t.alloc[n], net, n, ver[n]))
+        heapq.heappush(by_alloc, (t.spike[n], net, n, ver[n]))
 
     for n in range(graph.n_nodes):
         if indeg[n] == 0:
@@ -116,22 +116,21 @@ def lpmf(graph: Graph, t: MemTables) -> list[int]:
         while by_alloc[0][3] != ver[by_alloc[0][2]] or fr.done[by_alloc[0][2]]:
             heapq.heappop(by_alloc)
         pick = by_alloc[0][2]
-        if live + t.alloc[pick] <= high:          # something fits: least net among fitting
+        if live + t.spike[pick] <= high:          # something fits: least net among fitting
             aside = []
             while True:
                 net, n, v = heapq.heappop(by_net)
                 if v != ver[n] or fr.done[n]:
                     continue
-                if live + t.alloc[n] <= high:
+                if live + t.spike[n] <= high:
                     pick = n
                     aside.append((net, n, v))
                     break
                 aside.append((net, n, v))
             for e in aside:
                 heapq.heappush(by_net, e)
-        live += t.alloc[pick]
-        high = max(high, live)
-        live -= fr.freed[pick]
+        high = max(high, live + t.spike[pick])
+        live += t.alloc[pick] - fr.freed[pick]
         order.append(pick)
         for m in fr.run(pick):
             if indeg[m] == 0 and not fr.done[m]:
@@ -185,7 +184,7 @@ def _postorder(graph: Graph, roots: list[int], child_order: Callable[[int], list
 
 def dfs_inductor(graph: Graph, t: MemTables) -> list[int]:
     """Inductor's DFS: outer loop and predecessors by ascending (alloc + bytes read, id)."""
-    swr = [a + i for a, i in zip(t.alloc, t.inbytes)]
+    swr = [a + i for a, i in zip(t.spike, t.inbytes)]
     key = lambda n: (swr[n], n)  # noqa: E731
     return _postorder(graph, sorted(range(graph.n_nodes), key=key),
                       lambda n: sorted(graph.preds[n], key=key))

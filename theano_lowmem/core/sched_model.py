@@ -18,6 +18,7 @@ class MemTables:
     """Byte tables of a graph under the memory model of :mod:`.memory`.
 
     ``alloc[n]``: bytes node ``n`` allocates (its non-alias outputs).
+    ``spike[n]``: ``alloc[n]`` + its workspace: what its step adds to the live bytes.
     ``reads[n]``: the *freeable* buffers (roots) ``n`` reads, sorted, no duplicates;
     a buffer is freeable if its alias group is not pinned and has a reader.
     ``readers[b]``: the nodes reading any value of buffer ``b``'s alias group, sorted.
@@ -27,6 +28,7 @@ class MemTables:
     """
 
     alloc: tuple[int, ...]
+    spike: tuple[int, ...]
     reads: tuple[tuple[int, ...], ...]
     readers: dict[int, tuple[int, ...]]
     held: tuple[int, ...]
@@ -42,7 +44,7 @@ def mem_tables(graph: Graph) -> MemTables:
     >>> g = Graph([[0], [1], [1]], [[1], [2], [3]], size=[0, 8, 4, 4], pinned=[2, 3])
     >>> t = mem_tables(g)
     >>> t.alloc, t.reads, t.held_total
-    ((8, 4, 4), ((), (1,), (1,)), 16)
+    ((8, 4, 4), ((), (1,), (1,)), 8)
     """
     size, producer = graph.size, graph.producer
     alloc, held = [0] * graph.n_nodes, [0] * graph.n_nodes
@@ -61,11 +63,12 @@ def mem_tables(graph: Graph) -> MemTables:
         roots = sorted({graph.root(v) for v in ins if producer[graph.root(v)] >= 0})
         reads.append(tuple(b for b in roots if b in freeable))
         inbytes.append(sum(size[b] for b in roots))
-    return MemTables(tuple(alloc), tuple(reads), readers, tuple(held), tuple(inbytes), sum(held))
+    spike = tuple(a + w for a, w in zip(alloc, graph.workspace))
+    return MemTables(tuple(alloc), spike, tuple(reads), readers, tuple(held), tuple(inbytes), sum(held))
 
 
 def static_lower_bound(tables: MemTables) -> int:
-    """A peak no order can beat: max(bytes held at the end, max over nodes of inputs + outputs).
+    """A peak no order can beat: max(bytes held at the end, max over nodes of inputs + outputs + workspace).
 
     Examples
     --------
@@ -73,5 +76,5 @@ def static_lower_bound(tables: MemTables) -> int:
     >>> static_lower_bound(mem_tables(g))
     12
     """
-    step = max((a + i for a, i in zip(tables.alloc, tables.inbytes)), default=0)
+    step = max((a + i for a, i in zip(tables.spike, tables.inbytes)), default=0)
     return max(step, tables.held_total)

@@ -1,0 +1,307 @@
+"""``LowMemLinker``: a ``VM_Linker`` whose intermediates share storage cells.
+
+Same-Type, provably same-shape intermediates whose lifetimes do not overlap
+get one storage cell (a ``[value]`` list), planned by
+:func:`theano_lowmem.core.bufplan.plan_buffers`.  The cells must be in
+``storage_map`` *before* the thunks are made: ``make_thunk`` captures the list
+objects (C ops in the CLinker struct, op.py:830-831; Python ops as closure
+defaults, op.py:879-899).  ``link.map_storage`` keeps a pre-filled
+``storage_map`` (link.py:597-603), so we fill it and hand it to
+``VM_Linker.make_all`` (vm.py:1050-1139).
+
+What sharing buys:
+
+* ``allow_gc=False``: the cells hold one array per colour instead of one per
+  intermediate, i.e. about the gc-on peak, and ops that write into the array
+  already in their cell (C Elemwise, CAReduce, Dot22 with real BLAS... see
+  THEANO_FACTS §6) allocate nothing on warm calls.
+* ``allow_gc=True``: the VM empties a cell after its occupant's last reader,
+  so the next occupant allocates anyway (no saving, still correct), unless
+  ``keep_for_reuse=True``: then an occupant that has a successor in its cell
+  is not collected and the successor writes into its array.
+
+The lifetimes are only true for the order the VM really runs, so the order is
+pinned with a full chain (:func:`theano_lowmem.opt.attach_order`); all VMs
+(CVM, Stack, Loop) follow a full chain.  Graphs with lazy nodes (``ifelse``)
+run a data-dependent order: they are linked without sharing.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import theano
+from theano.gof import link
+from theano.gof.vm import VM_Linker
+
+from .core.bufplan import BufferPlan, check_plan, plan_buffers
+from .core.memory import lifetimes
+
+LINKERS = {  # name -> constructor arguments, registered in theano.compile.mode.predefined_linkers
+    "cvm_lowmem": dict(use_cloop=True),
+    "cvm_lowmem_nogc": dict(allow_gc=False, use_cloop=True),
+    "vm_lowmem": dict(use_cloop=False),
+    "vm_lowmem_nogc": dict(allow_gc=False, use_cloop=False),
+}
+
+
+def _flag(name: str, default: Any) -> Any:
+    return getattr(theano.config, name, default)
+
+
+def ensure_destroy_handler(fgraph) -> bool:
+    """Attach a ``DestroyHandler`` if ``fgraph`` has destroyers but none is attached.
+
+    ``Function.copy`` builds a bare FunctionGraph (function_module.py:601-604);
+    without the handler's orderings an inplace op may run before a reader of
+    the value it destroys, and stock Theano returns wrong results.  Returns
+    True if one was attached.
+    """
+    if hasattr(fgraph, "destroy_handler"):
+        return False
+    if not any(getattr(n.op, "destroy_map", None) for n in fgraph.apply_nodes):
+        return False
+    fgraph.attach_feature(theano.gof.DestroyHandler())
+    return True
+
+
+class _NoSharing(Exception):
+    """Planning declined (not an error): link as stock Theano does."""
+
+
+class LowMemLinker(VM_Linker):
+    """``VM_Linker`` that lets intermediates with disjoint lifetimes share storage cells.
+
+    Parameters
+    ----------
+    allow_gc, use_cloop, callback, callback_input, lazy, schedule, c_thunks, allow_partial_eval
+        As ``theano.gof.vm.VM_Linker``.
+    share : bool, optional
+        Plan shared cells (default: flag ``lowmem_share``, else True).  False
+        links as ``VM_Linker`` does (plus the DestroyHandler fix).
+    check_plan : bool, optional
+        Check the plan (:func:`~theano_lowmem.core.bufplan.check_plan`) and the
+        pinned order at link time and raise on a bad plan (default: flag
+        ``lowmem_check_plan``, else False).
+    keep_for_reuse : bool
+        With ``allow_gc=True``: do not collect a value whose cell has a later
+        occupant, so that occupant reuses its array.
+
+    Attributes
+    ----------
+    buffer_plan : BufferPlan or None
+        The plan of the last ``make_all`` (None: no sharing).
+
+    Examples
+    --------
+    >>> import numpy as np, theano, theano.tensor as T
+    >>> x = T.vector('x'); h = x
+    >>> for _ in range(4): h = T.tanh(h * 2)
+    >>> f = theano.function([x], h.sum(), mode=theano.Mode(LowMemLinker(allow_gc=False,
+    ...                     use_cloop=True), 'fast_compile'))
+    >>> float(f(np.zeros(3)))
+    0.0
+    >>> f.maker.linker.buffer_plan.n_cells_after < f.maker.linker.buffer_plan.n_cells_before
+    True
+    """
+
+    def __init__(self, allow_gc=None, use_cloop=False, callback=None, callback_input=None,
+                 lazy=None, schedule=None, c_thunks=None, allow_partial_eval=None,
+                 share: bool | None = None, check_plan: bool | None = None,
+                 keep_for_reuse: bool = False):
+        super().__init__(allow_gc=allow_gc, use_cloop=use_cloop, callback=callback,
+                         callback_input=callback_input, lazy=lazy, schedule=schedule,
+                         c_thunks=c_thunks, allow_partial_eval=allow_partial_eval)
+        self.share = share
+        self.check_plan = check_plan
+        self.keep_for_reuse = keep_for_reuse
+        self.buffer_plan: BufferPlan | None = None
+        self._successor: dict = {}      # only during make_all: value -> next occupant of its cell
+
+    def __setstate__(self, d):
+        super().__setstate__(d)
+        for k, v in (("share", None), ("check_plan", None), ("keep_for_reuse", False),
+                     ("buffer_plan", None), ("_successor", {})):
+            self.__dict__.setdefault(k, v)
+
+    def accept(self, fgraph, no_recycling=None, profile=None):
+        """As ``VM_Linker.accept``, forwarding our own arguments to the new linker (vm.py:797-808)."""
+        if self.fgraph is not None and self.fgraph is not fgraph:
+            new = type(self)(allow_gc=self.allow_gc, use_cloop=self.use_cloop,
+                             callback=self.callback, callback_input=self.callback_input,
+                             lazy=self.lazy, schedule=self.schedule, c_thunks=self.c_thunks,
+                             allow_partial_eval=self.allow_partial_eval, share=self.share,
+                             check_plan=self.check_plan, keep_for_reuse=self.keep_for_reuse)
+            return new.accept(fgraph, no_recycling, profile)
+        return super().accept(fgraph, no_recycling, profile)
+
+    # ------------------------------------------------------------------ linking
+    def make_all(self, profiler=None, input_storage=None, output_storage=None, storage_map=None):
+        fgraph = self.fgraph
+        warn = bool(_flag("lowmem_warn", True))
+        try:
+            ensure_destroy_handler(fgraph)
+        except Exception as exc:   # an invalid inplace graph: Theano's own checks will report it
+            if warn:
+                warnings.warn(f"theano_lowmem: could not attach a DestroyHandler "
+                              f"({type(exc).__name__}: {exc})", stacklevel=2)
+        share = self.share if self.share is not None else bool(_flag("lowmem_share", True))
+        check = self.check_plan if self.check_plan is not None else \
+            bool(_flag("lowmem_check_plan", False))
+        self.buffer_plan, self._successor = None, {}
+        supplied = dict(storage_map) if storage_map else {}
+        moves: dict = {}
+        fresh: list = []
+        order = None
+        if share:
+            try:
+                order, moves, fresh, plan = self._plan(fgraph, supplied, check)
+                self.buffer_plan = plan
+            except _NoSharing:
+                pass
+            except Exception as exc:
+                from .core.bufplan import PlanError
+                if check and isinstance(exc, PlanError):
+                    raise
+                moves, fresh, order = {}, [], None
+                if warn:
+                    warnings.warn(f"theano_lowmem: storage sharing disabled for this function "
+                                  f"({type(exc).__name__}: {exc}); linking as Theano does",
+                                  stacklevel=2)
+        if not moves and not fresh:
+            return super().make_all(profiler, input_storage, output_storage, storage_map)
+        input_storage, output_storage, storage_map = link.map_storage(
+            fgraph, order, input_storage, output_storage, storage_map)
+        for var in fresh:               # supplied cells whose sharing our order breaks
+            storage_map[var] = [None]
+        for var, rep in moves.items():
+            storage_map[var] = storage_map[rep]
+        cells = dict(storage_map)
+        try:
+            result = super().make_all(profiler, input_storage, output_storage, storage_map)
+        finally:
+            self._successor = {}
+        # VM_Linker's own 0-d "reallocation" (vm.py:1117-1120, Loop/LoopGC only) rewrites the
+        # dict after the thunks captured their cells: put back the cells the thunks really use.
+        storage_map.update(cells)
+        return result
+
+    def _plan(self, fgraph, supplied: dict, check: bool):
+        """Order, ``{var: representative var}``, vars needing fresh cells, and the BufferPlan."""
+        from . import opt
+        from .executed import cvm_order, is_lazy_node, stack_order
+        from .model import model_of_fgraph
+        nodes = fgraph.apply_nodes
+        if len(nodes) < 2 or any(is_lazy_node(n) for n in nodes):
+            raise _NoSharing()   # lazy: the executed order depends on data
+        order = opt.planned_order(fgraph)
+        if order is None or len(order) != len(nodes) or set(order) != nodes:
+            order = cvm_order(fgraph)          # what the C VM runs now (honours partial chains)
+            opt.attach_order(fgraph, order)    # full chain: every VM runs exactly this
+        # The lifetimes are only true if every VM runs `order`: Loop runs the schedule,
+        # CVM and Stack walk from the outputs (core/executed.py replicas).
+        for name, got in (("schedule", self.schedule(fgraph)), ("CVM", cvm_order(fgraph)),
+                          ("Stack", stack_order(fgraph))):
+            if list(got) != list(order):
+                raise RuntimeError(f"the {name} order differs from the pinned order")
+        model = model_of_fgraph(fgraph, order)
+        g = model.graph
+        lts = lifetimes(g, [model.node_id[a] for a in order])   # checks the order too
+        vid = model.value_id
+
+        def roots_of(variables) -> set[int]:
+            ids = [vid[v] for v in variables if v in vid]
+            return {g.root(v) for v in ids} | set(ids)
+
+        excluded = roots_of(list(fgraph.inputs) + list(fgraph.outputs))
+        excluded |= roots_of(self.no_recycling or ())
+        excluded |= roots_of(supplied)
+        excluded |= {v for v, var in enumerate(model.variables)
+                     if isinstance(var, theano.gof.Constant)}
+        key = {lt.buffer: model.share_key[lt.buffer] for lt in lts}
+        plan = plan_buffers(lts, key, excluded=excluded)
+        if check:
+            check_plan(lts, plan, excluded=excluded, key=key)
+        fresh = _broken_supplied_sharing(supplied, fgraph, model, lts)
+        moves = {model.variables[v]: model.variables[rep] for v, rep in plan.cell_of.items()}
+        if self.keep_for_reuse and self.allow_gc:
+            by_cell: dict[int, list] = {}
+            reps = plan.cells()
+            for lt in lts:
+                if lt.buffer in plan.cell_of or lt.buffer in reps:
+                    by_cell.setdefault(plan.cell_of.get(lt.buffer, lt.buffer), []).append(lt)
+            for members in by_cell.values():
+                members.sort(key=lambda m: (m.start, m.buffer))
+                for a, b in zip(members, members[1:]):
+                    self._successor[model.variables[a.buffer]] = model.variables[b.buffer]
+        return order, moves, fresh, plan
+
+    # ------------------------------------------------------------------- gc
+    def compute_gc_dependencies(self, variables):
+        """As ``VM_Linker.compute_gc_dependencies`` (vm.py:825-866); with ``keep_for_reuse``
+        a value also waits for the next occupant of its cell, so the CVM and the Stack VM
+        leave its array in the cell for that occupant to write into (the end-of-call
+        sweep, lazylinker_c.c:920-940, still empties every cell)."""
+        deps = super().compute_gc_dependencies(variables)
+        for var, nxt in self._successor.items():
+            if var in deps:
+                deps[var] = list(deps[var]) + [nxt]
+        return deps
+
+    def make_vm(self, nodes, thunks, input_storage, output_storage, storage_map,
+                post_thunk_clear, computed, compute_map, updated_vars):
+        if post_thunk_clear is not None and self._successor:   # LoopGC: same rule as above
+            ptc = []
+            for node, clears in zip(nodes, post_thunk_clear):
+                keep = {id(storage_map[v]) for v in node.inputs if v in self._successor}
+                ptc.append([c for c in clears if id(c) not in keep])
+            post_thunk_clear = ptc
+        return super().make_vm(nodes, thunks, input_storage, output_storage, storage_map,
+                               post_thunk_clear, computed, compute_map, updated_vars)
+
+
+def _broken_supplied_sharing(supplied: dict, fgraph, model, lts) -> list:
+    """Supplied variables that must get a fresh cell.
+
+    ``Function.copy(share_memory=True)`` hands in the original's cells, which
+    may already be shared between several variables under the *original's*
+    order.  If ours makes two of them live at once (or they are not both
+    buffer roots of one Type), every member but the first gets its own cell.
+    """
+    by_cell: dict[int, list] = {}
+    for var, cell in supplied.items():
+        if var in model.value_id and var.owner is not None:
+            by_cell.setdefault(id(cell), []).append(var)
+    lt_of = {lt.buffer: lt for lt in lts}
+    fresh = []
+    for members in by_cell.values():
+        if len(members) < 2:
+            continue
+        ids = [model.value_id[v] for v in members]
+        ok = all(i in lt_of for i in ids) and len({model.variables[i].type for i in ids}) == 1
+        if ok:
+            spans = sorted((lt_of[i].start, lt_of[i].end) for i in ids)
+            ok = all(a[1] < b[0] for a, b in zip(spans, spans[1:]))
+        if not ok:
+            ids.sort(key=lambda i: (lt_of[i].start if i in lt_of else -1, i))
+            fresh.extend(model.variables[i] for i in ids[1:])
+    return fresh
+
+
+def register() -> None:
+    """Add ``cvm_lowmem``, ``cvm_lowmem_nogc``, ``vm_lowmem``, ``vm_lowmem_nogc`` to
+    ``theano.compile.mode.predefined_linkers``.  Idempotent.
+
+    Examples
+    --------
+    >>> register(); import theano
+    >>> type(theano.compile.mode.predefined_linkers['cvm_lowmem_nogc']).__name__
+    'LowMemLinker'
+    """
+    linkers = theano.compile.mode.predefined_linkers
+    for name, kwargs in LINKERS.items():
+        if not isinstance(linkers.get(name), LowMemLinker):
+            linkers[name] = LowMemLinker(**kwargs)
+
+
+register()   # unpickling a Mode that names one of our linkers needs them registered
