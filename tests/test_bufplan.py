@@ -24,7 +24,8 @@ def problems(draw):
         lts.append(Lifetime(b, start, end, draw(st.sampled_from([0, 8, 64]))))
     key = {b: draw(st.sampled_from([None, "a", "b", ("f8", (3, 4))])) for b in ids}
     excluded = set(draw(st.lists(st.sampled_from(ids), max_size=5))) if ids else set()
-    return lts, key, excluded
+    prefer = {b: draw(st.sampled_from([None, "s1", "s2"])) for b in ids}
+    return lts, key, excluded, prefer
 
 
 def max_live(lts):
@@ -39,8 +40,8 @@ def max_live(lts):
 
 @given(problems())
 def test_plan_is_valid_and_optimal(problem):
-    lts, key, excluded = problem
-    plan = plan_buffers(lts, key, excluded=excluded)
+    lts, key, excluded, prefer = problem
+    plan = plan_buffers(lts, key, excluded=excluded, prefer=prefer)
     check_plan(lts, plan, excluded=excluded, key=key)
     assert not (set(plan.cell_of) | set(plan.cell_of.values())) & excluded
     # cells per key class == max simultaneously live values of the class
@@ -66,14 +67,14 @@ def test_plan_is_valid_and_optimal(problem):
 
 @given(problems())
 def test_plan_is_deterministic(problem):
-    lts, key, excluded = problem
-    assert plan_buffers(lts, key, excluded=excluded) == plan_buffers(lts[::-1], key,
-                                                                     excluded=excluded)
+    lts, key, excluded, prefer = problem
+    assert plan_buffers(lts, key, excluded=excluded, prefer=prefer) == \
+        plan_buffers(lts[::-1], key, excluded=excluded, prefer=prefer)
 
 
 @given(problems(), st.data())
 def test_corrupted_plan_is_rejected(problem, data):
-    lts, key, excluded = problem
+    lts = problem[0]
     # pick two values whose lifetimes touch (a.start <= b.end and b.start <= a.end)
     pairs = [(a, b) for a in lts for b in lts if a.buffer < b.buffer and a.overlaps(b)]
     if not pairs:
@@ -84,6 +85,17 @@ def test_corrupted_plan_is_rejected(problem, data):
         check_plan(lts, bad)
     named = re.findall(r"values (\d+) .* and (\d+) ", str(err.value))
     assert named and sorted(map(int, named[0])) == sorted([a.buffer, b.buffer])
+
+
+def test_prefer_picks_a_cell_whose_last_occupant_matches():
+    # cells A (value 1, shape s1) and B (value 2, shape s2) both free when 3 (s1) starts;
+    # B was freed more recently, but A's last occupant has 3's shape
+    lts = [Lifetime(1, 0, 1, 8), Lifetime(2, 0, 2, 16), Lifetime(3, 3, 4, 8),
+           Lifetime(4, 3, 4, 16)]
+    key = dict.fromkeys([1, 2, 3, 4], "f8")
+    assert plan_buffers(lts, key).cell_of == {3: 2, 4: 1}
+    plan = plan_buffers(lts, key, prefer={1: "s1", 2: "s2", 3: "s1", 4: "s2"})
+    assert plan.cell_of == {3: 1, 4: 2} and plan.bytes_after == 24
 
 
 def test_no_write_into_own_input():

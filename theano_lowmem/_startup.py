@@ -259,7 +259,10 @@ class TheanoImportHook:
             importlib.import_module("theano_lowmem")
             _state["activated"] = True
 
-        loader.exec_module = exec_module
+        try:
+            loader.exec_module = exec_module
+        except (AttributeError, TypeError):   # a loader without __dict__: import theano unwrapped
+            pass
         return spec
 
 

@@ -24,6 +24,8 @@ from .executed import NotReplicable, cvm_order, is_lazy_node
 OPT_NAME = "lowmem"
 OPT_POSITION = 100.5
 COMBINED_NAME = "fast_run+lowmem"
+# Other sizes tried for dimensions nothing fixes at compile time (see LowMemOpt._robust).
+ROBUSTNESS_DIMS = (1, 16, 1024)
 
 
 def _flag(name: str, default):
@@ -218,11 +220,32 @@ class LowMemOpt(Optimizer):
         result = schedule(model.graph, baseline=range(len(baseline)),
                           time_budget=float(_flag("lowmem_time_budget", 1.0)),
                           exact_max_nodes=int(_flag("lowmem_exact_max_nodes", 20)))
-        info = dict(method=result.method, peak=result.peak, baseline_peak=result.baseline_peak,
+        order = list(result.order)
+        exact_sizes = all(model.exact[b] for b in model.graph.buffers)
+        robust = exact_sizes or self._robust(fgraph, baseline, order, model)
+        if not robust:
+            order = list(range(len(baseline)))
+        info = dict(method=result.method if robust else "baseline (not robust to sizes)",
+                    peak=result.peak, baseline_peak=result.baseline_peak,
                     optimal=result.optimal, lower_bound=result.lower_bound,
                     schedule_seconds=result.elapsed, pass_seconds=time.perf_counter() - t0,
-                    exact_sizes=all(model.exact[b] for b in model.graph.buffers))
-        attach_order(fgraph, [model.nodes[i] for i in result.order], info)
+                    exact_sizes=exact_sizes, robust=robust)
+        attach_order(fgraph, [model.nodes[i] for i in order], info)
+
+    @staticmethod
+    def _robust(fgraph, baseline, order, model) -> bool:
+        """With sizes that depend on the hint for unknown dimensions, keep the new
+        order only if it is no worse than Theano's for other plausible sizes too."""
+        from .core.memory import peak
+        from .model import model_of_fgraph
+        hint = int(_flag("lowmem_unknown_dim", 128))
+        for alt in ROBUSTNESS_DIMS:
+            if alt == hint:
+                continue
+            g = model_of_fgraph(fgraph, baseline, unknown_dim=alt).graph
+            if peak(g, order, check=False) > peak(g, range(len(baseline)), check=False):
+                return False
+        return True
 
     def print_summary(self, stream=None, level=0, depth=-1):
         print(f"{' ' * level}LowMemOpt (lowmem, position {OPT_POSITION})", file=stream)

@@ -33,6 +33,7 @@ from typing import Any
 import theano
 from theano.gof import link
 from theano.gof.vm import VM_Linker
+from theano.tensor.type import TensorType
 
 from .core.bufplan import BufferPlan, check_plan, plan_buffers
 from .core.memory import lifetimes
@@ -86,6 +87,12 @@ class LowMemLinker(VM_Linker):
     keep_for_reuse : bool
         With ``allow_gc=True``: do not collect a value whose cell has a later
         occupant, so that occupant reuses its array.
+    share_by : {'type', 'shape'}
+        Sharing classes.  ``'type'`` (default): identical ``TensorType``
+        (dtype, ndim, broadcastable); among free cells, one whose last
+        occupant has a provably equal shape is preferred, so its array fits.
+        ``'shape'``: identical Type *and* provably equal shape (fewer shared
+        cells; an op never finds an array of another size in its cell).
 
     Attributes
     ----------
@@ -108,20 +115,23 @@ class LowMemLinker(VM_Linker):
     def __init__(self, allow_gc=None, use_cloop=False, callback=None, callback_input=None,
                  lazy=None, schedule=None, c_thunks=None, allow_partial_eval=None,
                  share: bool | None = None, check_plan: bool | None = None,
-                 keep_for_reuse: bool = False):
+                 keep_for_reuse: bool = False, share_by: str = "type"):
+        if share_by not in ("type", "shape"):
+            raise ValueError(f"share_by must be 'type' or 'shape', got {share_by!r}")
         super().__init__(allow_gc=allow_gc, use_cloop=use_cloop, callback=callback,
                          callback_input=callback_input, lazy=lazy, schedule=schedule,
                          c_thunks=c_thunks, allow_partial_eval=allow_partial_eval)
         self.share = share
         self.check_plan = check_plan
         self.keep_for_reuse = keep_for_reuse
+        self.share_by = share_by
         self.buffer_plan: BufferPlan | None = None
         self._successor: dict = {}      # only during make_all: value -> next occupant of its cell
 
     def __setstate__(self, d):
         super().__setstate__(d)
         for k, v in (("share", None), ("check_plan", None), ("keep_for_reuse", False),
-                     ("buffer_plan", None), ("_successor", {})):
+                     ("share_by", "type"), ("buffer_plan", None), ("_successor", {})):
             self.__dict__.setdefault(k, v)
 
     def accept(self, fgraph, no_recycling=None, profile=None):
@@ -131,7 +141,8 @@ class LowMemLinker(VM_Linker):
                              callback=self.callback, callback_input=self.callback_input,
                              lazy=self.lazy, schedule=self.schedule, c_thunks=self.c_thunks,
                              allow_partial_eval=self.allow_partial_eval, share=self.share,
-                             check_plan=self.check_plan, keep_for_reuse=self.keep_for_reuse)
+                             check_plan=self.check_plan, keep_for_reuse=self.keep_for_reuse,
+                             share_by=self.share_by)
             return new.accept(fgraph, no_recycling, profile)
         return super().accept(fgraph, no_recycling, profile)
 
@@ -218,8 +229,13 @@ class LowMemLinker(VM_Linker):
         excluded |= roots_of(supplied)
         excluded |= {v for v, var in enumerate(model.variables)
                      if isinstance(var, theano.gof.Constant)}
-        key = {lt.buffer: model.share_key[lt.buffer] for lt in lts}
-        plan = plan_buffers(lts, key, excluded=excluded)
+        shape_key = {lt.buffer: model.share_key[lt.buffer] for lt in lts}
+        if self.share_by == "shape":
+            key = shape_key
+        else:   # same Type; ops must accept any array of their output Type in their cell
+            key = {b: model.variables[b].type if isinstance(model.variables[b].type, TensorType)
+                   else None for b in shape_key}
+        plan = plan_buffers(lts, key, excluded=excluded, prefer=shape_key)
         if check:
             check_plan(lts, plan, excluded=excluded, key=key)
         fresh = _broken_supplied_sharing(supplied, fgraph, model, lts)

@@ -59,7 +59,8 @@ class BufferPlan:
 
 
 def plan_buffers(lifetimes: Sequence[Lifetime], key: Mapping[int, Hashable | None], *,
-                 excluded: Collection[int] = ()) -> BufferPlan:
+                 excluded: Collection[int] = (),
+                 prefer: Mapping[int, Hashable | None] | None = None) -> BufferPlan:
     """Assign buffers with disjoint lifetimes and equal keys to shared cells.
 
     Parameters
@@ -71,6 +72,11 @@ def plan_buffers(lifetimes: Sequence[Lifetime], key: Mapping[int, Hashable | Non
         value missing from ``key`` never shares.
     excluded : collection of int
         Values that keep their own cell (inputs, outputs, borrowed storage...).
+    prefer : mapping int -> hashable or None, optional
+        Secondary key: among the free cells of a class, take one whose last
+        occupant has the same non-``None`` ``prefer`` key if there is one (e.g.
+        the same provable shape, so that the array left in the cell fits).
+        Does not change the number of cells.
 
     Returns
     -------
@@ -80,7 +86,8 @@ def plan_buffers(lifetimes: Sequence[Lifetime], key: Mapping[int, Hashable | Non
     -----
     Per class, values are taken by ``(start, buffer)``; a value reuses the free
     cell whose last occupant ended most recently (ties: lowest representative
-    id), else opens a cell.  Cells per class = the maximum number of values of
+    id; cells whose last occupant has the same ``prefer`` key first), else
+    opens a cell.  Cells per class = the maximum number of values of
     the class live at one step.  O(B log B) for B buffers.
 
     Examples
@@ -96,27 +103,50 @@ def plan_buffers(lifetimes: Sequence[Lifetime], key: Mapping[int, Hashable | Non
         k = key.get(lt.buffer)
         if k is not None and lt.buffer not in excluded:
             classes.setdefault(k, []).append(lt)
+    prefer = prefer or {}
     cell_of: dict[int, int] = {}
     size_of_cell: dict[int, int] = {lt.buffer: lt.size for lt in lifetimes}
     for members in classes.values():
-        busy: list[tuple[int, int]] = []    # heap of (end of occupant, rep)
-        free: list[tuple[int, int]] = []    # heap of (-end of last occupant, rep)
+        busy: list[tuple[int, int, int]] = []   # heap of (end of occupant, rep, occupant)
+        free: list[tuple[int, int]] = []        # heap of (-end of last occupant, rep)
+        free_pref: dict[Hashable, list[tuple[int, int]]] = {}   # same, per prefer key
+        free_end: dict[int, int] = {}           # free cell -> end of its last occupant
         for lt in sorted(members, key=lambda m: (m.start, m.buffer)):
             while busy and busy[0][0] < lt.start:
-                end, rep = heapq.heappop(busy)
+                end, rep, occ = heapq.heappop(busy)
                 heapq.heappush(free, (-end, rep))
-            if free:
-                _, rep = heapq.heappop(free)
+                free_end[rep] = end
+                if prefer.get(occ) is not None:
+                    heapq.heappush(free_pref.setdefault(prefer[occ], []), (-end, rep))
+            rep = _pop_free(free_pref.get(prefer.get(lt.buffer)), free_end) \
+                if prefer.get(lt.buffer) is not None else None
+            if rep is None:
+                rep = _pop_free(free, free_end)
+            if rep is not None:
                 cell_of[lt.buffer] = rep
                 size_of_cell[rep] = max(size_of_cell[rep], lt.size)
                 del size_of_cell[lt.buffer]
             else:
                 rep = lt.buffer
-            heapq.heappush(busy, (lt.end, rep))
+            heapq.heappush(busy, (lt.end, rep, lt.buffer))
     return BufferPlan(cell_of=dict(sorted(cell_of.items())), n_cells_before=len(lifetimes),
                       n_cells_after=len(size_of_cell),
                       bytes_before=sum(lt.size for lt in lifetimes),
                       bytes_after=sum(size_of_cell.values()))
+
+
+def _pop_free(heap: list[tuple[int, int]] | None, free_end: dict[int, int]) -> int | None:
+    """Pop the best still-free cell of ``heap`` and mark it busy.
+
+    Entries are ``(-end, rep)``; one is stale (lazy deletion) unless ``rep`` is
+    free since that very ``end`` (a cell's successive occupants end strictly later).
+    """
+    while heap:
+        neg_end, rep = heapq.heappop(heap)
+        if free_end.get(rep) == -neg_end:
+            del free_end[rep]
+            return rep
+    return None
 
 
 def check_plan(lifetimes: Sequence[Lifetime], plan: BufferPlan, *, excluded: Collection[int] = (),

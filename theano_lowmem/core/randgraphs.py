@@ -76,8 +76,8 @@ def erdos_renyi(n: int, seed: int, *, p: float | None = None, **kw) -> Graph:
 
     Examples
     --------
-    >>> erdos_renyi(20, seed=0).n_nodes
-    20
+    >>> erdos_renyi(20, seed=0).n_nodes     # 20 + the join node of the sinks
+    21
     """
     rng = random.Random(seed * 7919 + 1)
     p = min(1.0, 3.0 / max(n, 1)) if p is None else p
@@ -91,7 +91,7 @@ def watts_strogatz(n: int, seed: int, *, k: int = 4, p: float = 0.75, **kw) -> G
     Examples
     --------
     >>> watts_strogatz(16, seed=3).n_nodes
-    16
+    17
     """
     rng = random.Random(seed * 7919 + 2)
     edges: set[tuple[int, int]] = set()

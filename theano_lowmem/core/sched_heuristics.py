@@ -94,6 +94,13 @@ def lpmf(graph: Graph, t: MemTables) -> list[int]:
 
     Two lazy heaps; popping non-fitting entries from the first is bounded by the
     number of ready nodes (O(N * ready) worst case, near O(N log N) in practice).
+
+    Examples
+    --------
+    >>> from theano_lowmem.core.sched_model import mem_tables
+    >>> g = Graph([[0], [0], [1], [2]], [[1], [2], [3], [4]], size=[0, 8, 8, 1, 1], pinned=[3, 4])
+    >>> lpmf(g, mem_tables(g))
+    [0, 2, 1, 3]
     """
     fr = _Freed(t, graph.size)
     indeg = [len(p) for p in graph.preds]
@@ -143,7 +150,15 @@ def lpmf(graph: Graph, t: MemTables) -> list[int]:
 
 
 def bfs(graph: Graph, t: MemTables) -> list[int]:
-    """Inductor's BFS: ready node whose predecessors ran earliest (sorted positions), then id."""
+    """Inductor's BFS: ready node whose predecessors ran earliest (sorted positions), then id.
+
+    Examples
+    --------
+    >>> from theano_lowmem.core.sched_model import mem_tables
+    >>> g = Graph([[0], [0], [1], [2]], [[1], [2], [3], [4]], size=[0, 8, 8, 1, 1], pinned=[3, 4])
+    >>> bfs(g, mem_tables(g))
+    [0, 1, 2, 3]
+    """
     indeg = [len(p) for p in graph.preds]
     pos = [0] * graph.n_nodes
     heap = [((), n) for n in range(graph.n_nodes) if indeg[n] == 0]
@@ -183,7 +198,15 @@ def _postorder(graph: Graph, roots: list[int], child_order: Callable[[int], list
 
 
 def dfs_inductor(graph: Graph, t: MemTables) -> list[int]:
-    """Inductor's DFS: outer loop and predecessors by ascending (alloc + bytes read, id)."""
+    """Inductor's DFS: outer loop and predecessors by ascending (alloc + bytes read, id).
+
+    Examples
+    --------
+    >>> from theano_lowmem.core.sched_model import mem_tables
+    >>> g = Graph([[0], [0], [1], [2]], [[1], [2], [3], [4]], size=[0, 8, 8, 1, 1], pinned=[3, 4])
+    >>> dfs_inductor(g, mem_tables(g))
+    [0, 1, 2, 3]
+    """
     swr = [a + i for a, i in zip(t.spike, t.inbytes)]
     key = lambda n: (swr[n], n)  # noqa: E731
     return _postorder(graph, sorted(range(graph.n_nodes), key=key),
@@ -192,7 +215,15 @@ def dfs_inductor(graph: Graph, t: MemTables) -> list[int]:
 
 def dfs_subtree(graph: Graph, t: MemTables) -> list[int]:
     """XLA's DFS scheduler: operands with more extra users, then larger cumulative
-    size, first; roots (nodes without successors) in the same order."""
+    size, first; roots (nodes without successors) in the same order.
+
+    Examples
+    --------
+    >>> from theano_lowmem.core.sched_model import mem_tables
+    >>> g = Graph([[0], [0], [1], [2]], [[1], [2], [3], [4]], size=[0, 8, 8, 1, 1], pinned=[3, 4])
+    >>> dfs_subtree(g, mem_tables(g))
+    [0, 2, 1, 3]
+    """
     extra, total = [0] * graph.n_nodes, [0] * graph.n_nodes
     cumulative = 0
     for n in graph.topological_order():
@@ -206,7 +237,15 @@ def dfs_subtree(graph: Graph, t: MemTables) -> list[int]:
 
 
 def postorder(graph: Graph, t: MemTables) -> list[int]:
-    """XLA's post-order: DFS from the sinks (by id), predecessors in input order."""
+    """XLA's post-order: DFS from the sinks (by id), predecessors in input order.
+
+    Examples
+    --------
+    >>> from theano_lowmem.core.sched_model import mem_tables
+    >>> g = Graph([[0], [0], [1], [2]], [[1], [2], [3], [4]], size=[0, 8, 8, 1, 1], pinned=[3, 4])
+    >>> postorder(g, mem_tables(g))
+    [0, 2, 1, 3]
+    """
     def kids(n: int) -> list[int]:
         seen: dict[int, None] = {}
         for v in graph.node_inputs[n]:

@@ -1,0 +1,172 @@
+"""Storage sharing (LowMemLinker) against the stock linker, measured on real calls.
+
+Run::
+
+    THEANO_FLAGS='blas.ldflags=-lopenblas,base_compiledir=/tmp/thc_dev' \\
+        python benchmarks/bench_sharing.py [--repeat N]
+
+For each workload and linker, one table row (baseline and ours from one run):
+
+* ``held MB``: distinct arrays left in the intermediate cells after a call
+  (not counting data owned by inputs or by the returned outputs; what
+  ``allow_gc=False`` keeps between calls).
+* ``peak MB``: tracemalloc high-water mark of a warm call above the level
+  before it: the bytes the call allocates at once (all domains, mostly numpy).
+* ``resident MB``: ``held`` + ``peak``: the most intermediate memory alive
+  during a warm call.
+* ``new arrays``: intermediate cells whose array object changed between two
+  warm calls (``allow_gc=False`` rows; with gc every array is new).
+* ``ms``: best-of-N wall time of a call.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.modules.setdefault("theano.scan_module.scan_perform_ext", None)
+import theano  # noqa: E402
+import theano.tensor as T  # noqa: E402
+
+import theano_lowmem  # noqa: E402,F401
+from theano_lowmem.measure import measure_call  # noqa: E402
+from theano_lowmem.storage_reuse import LowMemLinker  # noqa: E402
+
+MB = 2.0 ** 20
+SEED = 42
+
+
+def chain_case(layers=24, n=512):
+    """``h = tanh(dot(h, W_i))``, 24 layers of 512x512 float64."""
+    rng = np.random.RandomState(SEED)
+    x = T.matrix("x")
+    Ws = [T.matrix(f"W{i}") for i in range(layers)]
+    h = x
+    for W in Ws:
+        h = T.tanh(T.dot(h, W))
+    args = [rng.rand(n, n)] + [rng.randn(n, n) / np.sqrt(n) for _ in range(layers)]
+    return dict(name=f"chain{layers} {n}x{n}", inputs=[x] + Ws, outputs=h, args=args, updates=None)
+
+
+def mlp_case(batch=256, sizes=(784, 1024, 1024, 10)):
+    """One SGD step of a tanh MLP with softmax cross-entropy (updates on shared weights)."""
+    rng = np.random.RandomState(SEED)
+    x, y = T.matrix("x"), T.ivector("y")
+    params, h = [], x
+    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+        W = theano.shared(rng.randn(a, b) / np.sqrt(a), f"W{i}")
+        c = theano.shared(np.zeros(b), f"b{i}")
+        params += [W, c]
+        z = T.dot(h, W) + c
+        h = T.tanh(z) if i < len(sizes) - 2 else T.nnet.softmax(z)
+    loss = T.nnet.categorical_crossentropy(h, y).mean()
+    updates = [(p, p - 0.01 * g) for p, g in zip(params, T.grad(loss, params))]
+    args = [rng.rand(batch, sizes[0]), rng.randint(0, sizes[-1], batch).astype("int32")]
+    return dict(name=f"mlp step {'-'.join(map(str, sizes))} b{batch}", inputs=[x, y],
+                outputs=loss, args=args, updates=updates, params=params)
+
+
+LINKERS = [  # (label, linker factory)
+    ("stock gc-on", lambda: "cvm"),
+    ("stock gc-off", lambda: "cvm_nogc"),
+    ("ours gc-off", lambda: LowMemLinker(allow_gc=False, use_cloop=True)),
+    ("ours gc-off shape", lambda: LowMemLinker(allow_gc=False, use_cloop=True, share_by="shape")),
+    ("ours gc-on keep", lambda: LowMemLinker(allow_gc=True, use_cloop=True, keep_for_reuse=True)),
+]
+
+
+def _owner(a):
+    while isinstance(getattr(a, "base", None), np.ndarray):
+        a = a.base
+    return a
+
+
+def held_intermediate_bytes(f) -> int:
+    """Distinct arrays in intermediate cells, not counting data owned by inputs
+    (views of weights) or by the outputs of the last call (the caller's arrays)."""
+    fg = f.maker.fgraph
+    io = set(fg.inputs) | set(fg.outputs)
+    theirs = {id(_owner(c[0])) for v, c in f.fn.storage_map.items()
+              if (v in io or v.owner is None) and isinstance(c[0], np.ndarray)}
+    theirs |= {id(_owner(c.data)) for c in f.input_storage if isinstance(c.data, np.ndarray)}
+    owners = {}
+    for v, c in f.fn.storage_map.items():
+        if v not in io and v.owner is not None and isinstance(c[0], np.ndarray):
+            own = _owner(c[0])
+            if id(own) not in theirs:
+                owners[id(own)] = own.nbytes
+    return sum(owners.values())
+
+
+def cell_arrays(f):
+    fg = f.maker.fgraph
+    skip = set(fg.inputs) | set(fg.outputs)
+    return {v: c[0] for v, c in f.fn.storage_map.items() if v.owner is not None and v not in skip}
+
+
+def run(case, repeat):
+    rows, saved = [], None
+    params = case.get("params", [])
+    if params:
+        saved = [p.get_value() for p in params]
+    for label, make in LINKERS:
+        if saved is not None:       # every linker starts from the same weights
+            for p, v in zip(params, saved):
+                p.set_value(v.copy())
+        f = theano.function(case["inputs"], case["outputs"], updates=case["updates"],
+                            mode=theano.Mode(make(), "fast_run"))
+        args = case["args"]
+        first = np.array(f(*args))
+        f(*args)
+        before = {v: id(a) for v, a in cell_arrays(f).items()}
+        m = measure_call(f, *args)
+        after = cell_arrays(f)
+        new = sum(1 for v, a in after.items() if a is not None and id(a) != before.get(v))
+        held = held_intermediate_bytes(f)
+        best = min(_timed(f, args) for _ in range(repeat))
+        plan = getattr(f.maker.linker, "buffer_plan", None)
+        rows.append(dict(label=label, held=held, peak=m.peak, new=new, ms=best * 1e3,
+                         first=first, gc=f.maker.linker.allow_gc, plan=plan))
+    return rows
+
+
+def _timed(f, args):
+    t0 = time.perf_counter()
+    f(*args)
+    return time.perf_counter() - t0
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=10, help="calls timed per row (best of)")
+    a = ap.parse_args(argv)
+    print(f"theano {theano.__version__}, blas.ldflags={theano.config.blas.ldflags!r}, "
+          f"floatX={theano.config.floatX}, best of {a.repeat}")
+    head = (f"{'workload':28s} {'linker':16s} {'held MB':>8s} {'peak MB':>8s} {'resident MB':>11s} "
+            f"{'new arrays':>10s} {'ms':>8s}  plan cells / MB (before -> after)")
+    print(head)
+    print("-" * len(head))
+    for case in (chain_case(), mlp_case()):
+        rows = run(case, a.repeat)
+        gc_peak = rows[0]["peak"]
+        for r in rows:
+            same = np.array_equal(r["first"], rows[0]["first"])
+            plan = r["plan"]
+            ptxt = (f"{plan.n_cells_before} -> {plan.n_cells_after} / "
+                    f"{plan.bytes_before / MB:.1f} -> {plan.bytes_after / MB:.1f}") if plan else ""
+            new = "all" if r["gc"] and r["plan"] is None else str(r["new"])
+            print(f"{case['name']:28s} {r['label']:16s} {r['held'] / MB:8.1f} {r['peak'] / MB:8.1f} "
+                  f"{(r['held'] + r['peak']) / MB:11.1f} {new:>10s} {r['ms']:8.2f}  {ptxt}"
+                  f"{'' if same else '  RESULT DIFFERS'}")
+        ours = next(r for r in rows if r["label"] == "ours gc-off")
+        print(f"{'':28s} ours gc-off held / stock gc-on peak = {ours['held'] / gc_peak:.2f}")
+    print("(peak: tracemalloc high-water mark of a warm call above its starting level; "
+          "held: intermediate arrays kept after it)")
+
+
+if __name__ == "__main__":
+    main()
