@@ -74,6 +74,7 @@ LINKERS = [  # (label, linker factory)
     ("stock gc-on", lambda: "cvm"),
     ("stock gc-off", lambda: "cvm_nogc"),
     ("ours gc-off", lambda: LowMemLinker(allow_gc=False, use_cloop=True)),
+    ("ours gc-off type", lambda: LowMemLinker(allow_gc=False, use_cloop=True, share_by="type")),
     ("ours gc-off shape", lambda: LowMemLinker(allow_gc=False, use_cloop=True, share_by="shape")),
     ("ours gc-on keep", lambda: LowMemLinker(allow_gc=True, use_cloop=True, keep_for_reuse=True)),
 ]
@@ -142,7 +143,7 @@ def _timed(f, args):
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--repeat", type=int, default=10, help="calls timed per row (best of)")
+    ap.add_argument("--repeat", type=int, default=15, help="calls timed per row (best of)")
     a = ap.parse_args(argv)
     print(f"theano {theano.__version__}, blas.ldflags={theano.config.blas.ldflags!r}, "
           f"floatX={theano.config.floatX}, best of {a.repeat}")

@@ -38,6 +38,7 @@ from theano.tensor.type import TensorType
 from .core.bufplan import BufferPlan, check_plan, plan_buffers
 from .core.memory import lifetimes
 
+SHARE_BY = ("estimate", "type", "shape")
 LINKERS = {  # name -> constructor arguments, registered in theano.compile.mode.predefined_linkers
     "cvm_lowmem": dict(use_cloop=True),
     "cvm_lowmem_nogc": dict(allow_gc=False, use_cloop=True),
@@ -87,12 +88,18 @@ class LowMemLinker(VM_Linker):
     keep_for_reuse : bool
         With ``allow_gc=True``: do not collect a value whose cell has a later
         occupant, so that occupant reuses its array.
-    share_by : {'type', 'shape'}
-        Sharing classes.  ``'type'`` (default): identical ``TensorType``
-        (dtype, ndim, broadcastable); among free cells, one whose last
-        occupant has a provably equal shape is preferred, so its array fits.
-        ``'shape'``: identical Type *and* provably equal shape (fewer shared
-        cells; an op never finds an array of another size in its cell).
+    share_by : {'estimate', 'type', 'shape'}
+        Sharing classes; all require an identical ``TensorType`` (dtype, ndim,
+        broadcastable), which is all correctness needs: every op must accept
+        any array of its output Type in its output cell, since input shapes
+        change between calls.  The rest decides whether the array an op finds
+        in its cell *fits* (else it allocates a new one):
+        ``'shape'``: provably equal shapes only (ShapeFeature); ``'estimate'``
+        (default): equal compile-time shape estimates (:mod:`theano_lowmem.model`:
+        known dims exact, unknown dims at the ``lowmem_unknown_dim`` hint), so
+        ``dot(h, W1)`` and ``dot(h, W2)`` share although nothing proves their
+        shapes equal; ``'type'``: any shapes.  Among free cells, one whose last
+        occupant has a provably equal shape is taken first.
 
     Attributes
     ----------
@@ -115,9 +122,9 @@ class LowMemLinker(VM_Linker):
     def __init__(self, allow_gc=None, use_cloop=False, callback=None, callback_input=None,
                  lazy=None, schedule=None, c_thunks=None, allow_partial_eval=None,
                  share: bool | None = None, check_plan: bool | None = None,
-                 keep_for_reuse: bool = False, share_by: str = "type"):
-        if share_by not in ("type", "shape"):
-            raise ValueError(f"share_by must be 'type' or 'shape', got {share_by!r}")
+                 keep_for_reuse: bool = False, share_by: str = "estimate"):
+        if share_by not in SHARE_BY:
+            raise ValueError(f"share_by must be one of {SHARE_BY}, got {share_by!r}")
         super().__init__(allow_gc=allow_gc, use_cloop=use_cloop, callback=callback,
                          callback_input=callback_input, lazy=lazy, schedule=schedule,
                          c_thunks=c_thunks, allow_partial_eval=allow_partial_eval)
@@ -131,7 +138,7 @@ class LowMemLinker(VM_Linker):
     def __setstate__(self, d):
         super().__setstate__(d)
         for k, v in (("share", None), ("check_plan", None), ("keep_for_reuse", False),
-                     ("share_by", "type"), ("buffer_plan", None), ("_successor", {})):
+                     ("share_by", "estimate"), ("buffer_plan", None), ("_successor", {})):
             self.__dict__.setdefault(k, v)
 
     def accept(self, fgraph, no_recycling=None, profile=None):
@@ -230,11 +237,12 @@ class LowMemLinker(VM_Linker):
         excluded |= {v for v, var in enumerate(model.variables)
                      if isinstance(var, theano.gof.Constant)}
         shape_key = {lt.buffer: model.share_key[lt.buffer] for lt in lts}
-        if self.share_by == "shape":
-            key = shape_key
-        else:   # same Type; ops must accept any array of their output Type in their cell
-            key = {b: model.variables[b].type if isinstance(model.variables[b].type, TensorType)
-                   else None for b in shape_key}
+        key = shape_key
+        if self.share_by != "shape":   # same Type: ops accept any array of their output Type
+            key = {b: (model.variables[b].type if isinstance(model.variables[b].type, TensorType)
+                       else None) for b in shape_key}
+            if self.share_by == "estimate":
+                key = {b: None if k is None else (k, model.shapes[b]) for b, k in key.items()}
         plan = plan_buffers(lts, key, excluded=excluded, prefer=shape_key)
         if check:
             check_plan(lts, plan, excluded=excluded, key=key)
