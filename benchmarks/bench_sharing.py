@@ -14,8 +14,8 @@ For each workload and linker, one table row (baseline and ours from one run):
   before it: the bytes the call allocates at once (all domains, mostly numpy).
 * ``resident MB``: ``held`` + ``peak``: the most intermediate memory alive
   during a warm call.
-* ``new arrays``: intermediate cells whose array object changed between two
-  warm calls (``allow_gc=False`` rows; with gc every array is new).
+* ``new arrays``: intermediate cells whose array data (the array owning it)
+  changed between two warm calls (``allow_gc=False`` rows only; with gc the cells are emptied).
 * ``ms``: best-of-N wall time of a call.
 """
 from __future__ import annotations
@@ -123,10 +123,12 @@ def run(case, repeat):
         args = case["args"]
         first = np.array(f(*args))
         f(*args)
-        before = {v: id(a) for v, a in cell_arrays(f).items()}
+        before = cell_arrays(f)      # references held: a freed array's id cannot be reused
+        f(*args)
+        new = sum(1 for v, a in cell_arrays(f).items()      # new data, not just a new view
+                  if a is not None and (before.get(v) is None or _owner(a) is not _owner(before[v])))
+        del before
         m = measure_call(f, *args)
-        after = cell_arrays(f)
-        new = sum(1 for v, a in after.items() if a is not None and id(a) != before.get(v))
         held = held_intermediate_bytes(f)
         best = min(_timed(f, args) for _ in range(repeat))
         plan = getattr(f.maker.linker, "buffer_plan", None)
@@ -159,7 +161,7 @@ def main(argv=None) -> None:
             plan = r["plan"]
             ptxt = (f"{plan.n_cells_before} -> {plan.n_cells_after} / "
                     f"{plan.bytes_before / MB:.1f} -> {plan.bytes_after / MB:.1f}") if plan else ""
-            new = "all" if r["gc"] and r["plan"] is None else str(r["new"])
+            new = "-" if r["gc"] else str(r["new"])
             print(f"{case['name']:28s} {r['label']:16s} {r['held'] / MB:8.1f} {r['peak'] / MB:8.1f} "
                   f"{(r['held'] + r['peak']) / MB:11.1f} {new:>10s} {r['ms']:8.2f}  {ptxt}"
                   f"{'' if same else '  RESULT DIFFERS'}")

@@ -180,10 +180,11 @@ def test_flag_names_agree_with_startup():
     assert all(re.fullmatch(r"lowmem_[a-z_]+", n) for n in _startup.FLAG_NAMES)   # flat names
 
 
-def test_readme_flag_table_is_current():
+@pytest.mark.parametrize("doc", ["README.md", os.path.join("docs", "guide.md")])
+def test_readme_flag_table_is_current(doc):
     from theano_lowmem import config
-    readme = open(os.path.join(ROOT, "README.md"), encoding="utf-8").read()
-    assert config.flag_table_markdown() in readme
+    text = open(os.path.join(ROOT, doc), encoding="utf-8").read()
+    assert config.flag_table_markdown() in text
 
 
 def test_register_flags_idempotent_and_typed():
@@ -413,3 +414,14 @@ def test_pip_install_into_venv(tmp_path, editable):
                        env=env, capture_output=True, text=True, cwd=str(tmp_path), timeout=300)
     out = _ok(p).split()
     assert out[-1] == "True" and out[-2].startswith(str(src) if editable else sp)
+
+
+@pytest.mark.parametrize("name", ["_startup", "config", "activate"])
+def test_docstring_examples(name):
+    import doctest
+    import importlib
+    if name == "activate":
+        pytest.importorskip("theano_lowmem.storage_reuse")
+    mod = importlib.import_module(f"theano_lowmem.{name}")
+    r = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
+    assert r.failed == 0 and r.attempted > 0

@@ -272,3 +272,41 @@ def test_mode_with_lowmem_optimizer():
     assert cell_groups(f)
     assert_sound(f, *args)
     assert copy.copy(f.maker.linker).share is None
+
+
+def test_copy_share_memory_with_conflicting_supplied_cells():
+    # Function.copy(share_memory=True) hands the original's cells to the copy.  Make two
+    # intermediates that are live at once share one of them (as if planned for another
+    # order): the copy must give one of them a fresh cell instead of writing a Dot22
+    # output over its own input.
+    ins, out = chain(4)
+    f = theano.function(ins, out, mode=mode("cvm_lowmem_nogc"))
+    ref = theano.function(ins, out, mode=mode("cvm_nogc"))
+    dots = [n.outputs[0] for n in executed.executed_order(f) if str(n.op) == "Dot22"]
+    f.fn.storage_map[dots[2]] = f.fn.storage_map[dots[1]]   # dots[1] (via tanh) feeds dots[2]
+    g = f.copy(share_memory=True)
+    for xs, ws in SHAPES:
+        args = (RNG.rand(*xs), RNG.rand(*ws))
+        assert_same(g(*args), ref(*args))
+    assert_sound(g, *args)
+
+
+def test_scan_inner_function_uses_the_linker():
+    from theano.scan_module.scan_op import Scan
+    x, W = T.matrix("x"), T.matrix("W")
+
+    def step(h, W):
+        for _ in range(3):
+            h = T.tanh(T.dot(h, W))
+        return h
+    results = []
+    for m in (mode("cvm_lowmem"), mode("cvm")):
+        seq, _ = theano.scan(step, outputs_info=[x], non_sequences=[W], n_steps=3, mode=m)
+        results.append(theano.function([x, W], [seq[-1], seq.sum()], mode=m))
+    f, ref = results
+    inner = [n.op for n in f.maker.fgraph.apply_nodes if isinstance(n.op, Scan)][0].fn
+    assert type(inner.maker.linker) is LowMemLinker and not inner.maker.linker.allow_gc
+    assert inner.maker.linker.buffer_plan.cell_of
+    for xs, ws in SHAPES[:3]:
+        args = (RNG.rand(*xs), RNG.rand(*ws))
+        assert_same(f(*args), ref(*args))

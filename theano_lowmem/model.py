@@ -62,6 +62,19 @@ class FGModel:
     shapes: list
     exact: list
     share_key: list
+    dims: list = None          # per value: tuple with None for a dimension nothing fixes
+    itemsize: list = None      # per value: bytes per element (0 for non-tensors)
+    structure: dict = None     # the Graph's arguments except sizes
+
+    def graph_with(self, unknown_dim: int) -> Graph:
+        """The same graph with every unknown dimension set to ``unknown_dim``."""
+        size = []
+        for d, isz in zip(self.dims, self.itemsize):
+            n = 1
+            for x in d or ():
+                n *= unknown_dim if x is None else x
+            size.append(n * isz if d is not None else 0)
+        return Graph(size=size, **self.structure)
 
     def ids(self, applies: Sequence[Any]) -> list[int]:
         """Node ids of ``applies`` (e.g. an executed order), skipping unknown nodes."""
@@ -72,6 +85,15 @@ class FGModel:
         var = self.variables[v]
         label = var.name or (str(var.owner.op) if var.owner is not None else str(var))
         return f"{label[:48]} {self.shapes[v]}"
+
+
+def _label(var) -> str:
+    """A short label (``str(var)`` recurses through the whole graph for unnamed variables)."""
+    if var.name:
+        return var.name
+    if var.owner is None:
+        return f"<{type(var).__name__}>"
+    return f"{type(var.owner.op).__name__}.{var.owner.outputs.index(var)}"
 
 
 def other_orderings(fgraph) -> dict:
@@ -313,48 +335,43 @@ def model_of_fgraph(fgraph, order: Sequence[Any] | None = None, *,
     known_shapes, known_values = _known_input_shapes(fgraph, input_shapes, input_values)
     ev = _ShapeEvaluator(known_shapes, known_values, sf.shape_of)
     key_memo: dict = {}
-    shapes, exact, share_key, size = [], [], [], []
+    dims, itemsize, share_key = [], [], []
     for var in variables:
-        shp, ok, key, nbytes = None, True, None, 0
+        d, key, isz = None, None, 0
         if isinstance(var.type, TensorType):
             sym = sf.shape_of.get(var)
+            isz = np.dtype(var.type.dtype).itemsize
             if var in known_shapes:
-                dims = list(known_shapes[var])
+                d = tuple(int(x) for x in known_shapes[var])
+            elif sym is None:
+                d = (None,) * var.type.ndim
             else:
-                dims = []
-                for d in sym or ():
-                    val = ev.value(d)
-                    if val is _UNKNOWN:
-                        dims.append(unknown_dim)
-                        ok = False
-                    else:
-                        dims.append(int(val))
-                if sym is None:
-                    ok = False
-                    dims = [unknown_dim] * var.type.ndim
-            shp = tuple(dims)
-            nbytes = int(np.prod(shp, dtype=np.int64)) * np.dtype(var.type.dtype).itemsize
+                vals = [ev.value(x) for x in sym]
+                d = tuple(None if v is _UNKNOWN else int(v) for v in vals)
             if sym is not None:
-                key = (var.type, tuple(_dim_key(d, key_memo) for d in sym))
+                key = (var.type, tuple(_dim_key(x, key_memo) for x in sym))
         # non-tensor values (Python scalars, random states, lists) count 0 bytes
-        shapes.append(shp)
-        exact.append(ok)
+        dims.append(d)
+        itemsize.append(isz)
         share_key.append(key)
-        size.append(max(nbytes, 0))
-        if shp is not None and len(shp) != var.type.ndim:
-            warnings.warn(f"theano_lowmem: shape {shp} of {var} does not match ndim {var.type.ndim}")
 
     rules = _workspace_rules()
     workspace = []
     for a in nodes:
         rule = rules.get(type(a.op))
         workspace.append(rule(a, ev, unknown_dim) if rule is not None else 0)
-    graph = Graph(node_inputs=node_inputs, node_outputs=node_outputs, size=size,
-                  workspace=workspace,
-                  alias_of=[alias.get(v, NO_ALIAS) for v in range(len(variables))],
-                  pinned=[value_id[o] for o in fgraph.outputs], extra_deps=extra,
-                  value_names=[str(v) for v in variables], node_names=[str(a) for a in nodes])
-    return FGModel(graph, variables, nodes, value_id, node_id, shapes, exact, share_key)
+    structure = dict(node_inputs=node_inputs, node_outputs=node_outputs, workspace=workspace,
+                     alias_of=[alias.get(v, NO_ALIAS) for v in range(len(variables))],
+                     pinned=[value_id[o] for o in fgraph.outputs], extra_deps=extra,
+                     value_names=[_label(v) for v in variables],
+                     node_names=[str(a.op) for a in nodes])
+    model = FGModel(None, variables, nodes, value_id, node_id, [], [], share_key,
+                    dims, itemsize, structure)
+    model.graph = model.graph_with(unknown_dim)
+    model.shapes = [None if d is None else tuple(unknown_dim if x is None else x for x in d)
+                    for d in dims]
+    model.exact = [d is None or None not in d for d in dims]
+    return model
 
 
 def model_for(f, *example_inputs, input_shapes: Sequence | None = None,

@@ -237,12 +237,11 @@ class LowMemOpt(Optimizer):
         """With sizes that depend on the hint for unknown dimensions, keep the new
         order only if it is no worse than Theano's for other plausible sizes too."""
         from .core.memory import peak
-        from .model import model_of_fgraph
         hint = int(_flag("lowmem_unknown_dim", 128))
         for alt in ROBUSTNESS_DIMS:
             if alt == hint:
                 continue
-            g = model_of_fgraph(fgraph, baseline, unknown_dim=alt).graph
+            g = model.graph_with(alt)
             if peak(g, order, check=False) > peak(g, range(len(baseline)), check=False):
                 return False
         return True

@@ -153,7 +153,7 @@ class _Window:
                     if max(pos[r] for r in t.readers[b]) < hi:
                         keep[i] -= graph.size[b]
         self.k, self.pred, self.frees, self.keep, self.inb = k, pred, frees, keep, inb
-        self.succ = [[j for j in range(k) if pred[j] >> i & 1] for i in range(k)]
+        self.succ = [sorted(pos[m] - lo for m in graph.succs[n] if lo <= pos[m] < hi) for n in nodes]
         self.alloc = [t.alloc[n] for n in nodes]
         self.spike = [t.spike[n] for n in nodes]
         self.base, self.base_keep = base, base - sum(freed_base.values())
@@ -209,7 +209,7 @@ class _Window:
                     path.append(i)
                 return path[::-1], g, True, g
             pops += 1
-            if deadline is not None and pops & 255 == 0 and time.perf_counter() > deadline:
+            if deadline is not None and pops & 63 == 0 and time.perf_counter() > deadline:
                 return None, None, False, min(f, ub)
             live, keep, ready = info[s]
             kids, min_spike, r = [], None, ready
