@@ -118,13 +118,14 @@ def test_zero_d_and_n_d_reductions():
     assert_sound(f, v)
 
 
-def test_python_stack_vm_with_callback():
+@pytest.mark.parametrize("gc", [False, True])
+def test_python_stack_vm_with_callback(gc):
     ins, out = chain(5)
     seen = []
-    lk = LowMemLinker(allow_gc=False, use_cloop=True, callback=lambda node, **kw: seen.append(node))
+    lk = LowMemLinker(allow_gc=gc, use_cloop=True, callback=lambda node, **kw: seen.append(node))
     f = theano.function(ins, out, mode=theano.Mode(lk, "fast_run"))
     assert type(f.fn).__name__ == "Stack"
-    ref = theano.function(ins, out, mode=mode("cvm_nogc"))
+    ref = theano.function(ins, out, mode=mode(STOCK[gc]))
     for xs, ws in SHAPES:
         args = (RNG.rand(*xs), RNG.rand(*ws))
         del seen[:]
@@ -216,10 +217,13 @@ def test_linker_survives_clone_and_accept():
     assert isinstance(theano.compile.mode.predefined_linkers["vm_lowmem_nogc"], LowMemLinker)
 
 
-def test_keep_for_reuse_gc_on():
+@pytest.mark.parametrize("vm", ["CVM", "LoopGC", "Stack"])
+def test_keep_for_reuse_gc_on(vm):
     ins, out = chain(6)
-    lk = LowMemLinker(allow_gc=True, use_cloop=True, keep_for_reuse=True, check_plan=True)
+    lk = LowMemLinker(allow_gc=True, use_cloop=vm != "LoopGC", keep_for_reuse=True,
+                      check_plan=True, callback=(lambda **kw: None) if vm == "Stack" else None)
     f = theano.function(ins, out, mode=theano.Mode(lk, "fast_run"))
+    assert type(f.fn).__name__ == vm
     ref = theano.function(ins, out, mode=mode("cvm"))
     for xs, ws in SHAPES:
         args = (RNG.rand(*xs), RNG.rand(*ws))

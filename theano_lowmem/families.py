@@ -166,3 +166,146 @@ def branches(n_branches=4, n=10**6, seed=0) -> Case:
 
 FAMILIES = {"mlp": mlp, "convnet": convnet, "lstm": lstm, "views_inplace": views_inplace,
             "chain": chain, "branches": branches}
+
+
+# ---------------------------------------------------------------- benchmark families
+def randwire(n=32, width=64, batch=64, kind="ws", seed=0) -> Case:
+    """RandWire-style net (Xie et al. 2019) over a seeded random DAG of ``n`` cells.
+
+    The DAG comes from :mod:`theano_lowmem.core.randgraphs` (``kind='ws'``:
+    Watts–Strogatz, ``'er'``: Erdős–Rényi; a last cell joins the sinks).  A cell
+    with one input computes ``relu(dot(h, W))``; with several it alternates
+    between summing them and concatenating them before the ``dot``.  Weights are
+    shared variables, so no per-cell constants (one C module per op, not per cell).
+    """
+    from .core import randgraphs
+    gen = {"ws": randgraphs.watts_strogatz, "er": randgraphs.erdos_renyi}[kind]
+    skel = gen(n, seed, alias_prob=0.0, multi_prob=0.0, pin_prob=0.0, extra_prob=0.0,
+               shuffle=False)
+    rng = np.random.default_rng(seed)
+    x = T.matrix("x")
+    outs, shared = [], []
+    for i, preds in enumerate(skel.preds):
+        ins = [outs[p] for p in preds] or [x]
+        if len(ins) > 1 and i % 2:
+            h, fan = T.concatenate(ins, axis=1), len(ins)
+        else:
+            h, fan = (ins[0] if len(ins) == 1 else sum(ins[1:], ins[0])), 1
+        W, wv = _shared(rng, (fan * width, width), f"W{i}", 1.0 / np.sqrt(fan * width))
+        shared.append((W, wv))
+        outs.append(T.nnet.relu(T.dot(h, W)))
+    loss = outs[-1].mean()
+
+    def make_args():
+        return [np.random.default_rng(seed + 1).standard_normal((batch, width))]
+    return Case(f"randwire_{kind}", [x], [loss], make_args, [], shared)
+
+
+def inception(blocks=2, batch=8, channels=8, image=16, seed=0) -> Case:
+    """Inception-like blocks: 1x1, 3x3, 5x5 (as two 3x3) convolution branches and an
+    average branch, concatenated along channels, then a 1x1 projection back."""
+    rng = np.random.default_rng(seed)
+    x = T.tensor4("x")
+    h, shared, c = x, [], channels
+    for b in range(blocks):
+        def conv(inp, cin, cout, k, tag):
+            W, wv = _shared(rng, (cout, cin, k, k), f"K{b}{tag}", 1.0 / np.sqrt(cin * k * k))
+            shared.append((W, wv))
+            return T.nnet.relu(T.nnet.conv2d(inp, W, border_mode="half"))
+        b1 = conv(h, c, c, 1, "a")
+        b3 = conv(conv(h, c, c, 1, "b"), c, c, 3, "c")
+        b5 = conv(conv(conv(h, c, c, 1, "d"), c, c, 3, "e"), c, c, 3, "f")
+        bp = conv((h + T.roll(h, 1, axis=2) + T.roll(h, 1, axis=3)) / 3.0, c, c, 1, "g")
+        h = conv(T.concatenate([b1, b3, b5, bp], axis=1), 4 * c, c, 1, "p") + h
+    loss = (h ** 2).mean()
+
+    def make_args():
+        return [np.random.default_rng(seed + 1).standard_normal((batch, channels, image, image))]
+    return Case("inception", [x], [loss], make_args, [], shared)
+
+
+def resnet(blocks=3, batch=8, channels=8, image=16, seed=0, lr=0.01) -> Case:
+    """ResNet-like training step: ``relu(x + conv(relu(conv(x))))`` blocks, loss, SGD."""
+    rng = np.random.default_rng(seed)
+    x = T.tensor4("x")
+    h, params, shared = x, [], []
+    for b in range(blocks):
+        ws = []
+        for j in range(2):
+            W, wv = _shared(rng, (channels, channels, 3, 3), f"R{b}{j}", 1.0 / np.sqrt(9 * channels))
+            ws.append(W)
+            shared.append((W, wv))
+        params += ws
+        h = T.nnet.relu(h + T.nnet.conv2d(T.nnet.relu(T.nnet.conv2d(h, ws[0], border_mode="half")),
+                                          ws[1], border_mode="half"))
+    loss = (h ** 2).mean()
+    updates = [(p, p - lr * g) for p, g in zip(params, T.grad(loss, params))]
+
+    def make_args():
+        return [np.random.default_rng(seed + 1).standard_normal((batch, channels, image, image))]
+    return Case("resnet", [x], [loss], make_args, updates, shared)
+
+
+def _layernorm(h, eps=1e-5):
+    mu = h.mean(axis=-1, keepdims=True)
+    var = ((h - mu) ** 2).mean(axis=-1, keepdims=True)
+    return (h - mu) / T.sqrt(var + eps)
+
+
+def transformer(batch=4, seq=32, d=64, heads=4, ff=256, layers=1, seed=0, lr=0.01) -> Case:
+    """Transformer encoder training step: multi-head attention (dot, softmax), layernorm
+    written in Theano, a ReLU feed-forward, residuals, loss, SGD on every weight."""
+    rng = np.random.default_rng(seed)
+    x = T.tensor3("x")                       # (batch, seq, d)
+    dh = d // heads
+    h, params, shared = x, [], []
+
+    def weight(shape, nm):
+        W, wv = _shared(rng, shape, nm, 1.0 / np.sqrt(shape[0]))
+        params.append(W)
+        shared.append((W, wv))
+        return W
+
+    for li in range(layers):
+        flat = h.reshape((batch * seq, d))
+        q, k, v = (T.dot(flat, weight((d, d), f"W{t}{li}")).reshape((batch, seq, heads, dh))
+                   .dimshuffle(0, 2, 1, 3).reshape((batch * heads, seq, dh)) for t in "qkv")
+        scores = T.batched_dot(q, k.dimshuffle(0, 2, 1)) / np.sqrt(dh).astype(FLOATX)
+        att = T.nnet.softmax(scores.reshape((batch * heads * seq, seq))).reshape(
+            (batch * heads, seq, seq))
+        ctx = T.batched_dot(att, v).reshape((batch, heads, seq, dh)).dimshuffle(0, 2, 1, 3)
+        ctx = T.dot(ctx.reshape((batch * seq, d)), weight((d, d), f"Wo{li}"))
+        h1 = _layernorm(flat + ctx)
+        f = T.dot(T.nnet.relu(T.dot(h1, weight((d, ff), f"Wf{li}"))), weight((ff, d), f"Wg{li}"))
+        h = _layernorm(h1 + f).reshape((batch, seq, d))
+    loss = (h ** 2).mean()
+    updates = [(p, p - lr * g) for p, g in zip(params, T.grad(loss, params))]
+
+    def make_args():
+        return [np.random.default_rng(seed + 1).standard_normal((batch, seq, d))]
+    return Case("transformer", [x], [loss], make_args, updates, shared)
+
+
+def wide(n_branches=1000, n=256, seed=0) -> Case:
+    """A very wide graph: ``n_branches`` parallel ``tanh(x * s_i)`` branches reduced to one
+    number.  The per-branch scales are shared scalars, not constants, so every branch uses
+    the same compiled ops (a constant per branch would mean one g++ compile per node)."""
+    rng = np.random.default_rng(seed)
+    x = T.vector("x")
+    parts, shared = [], []
+    for i in range(n_branches):
+        val = np.asarray(rng.uniform(0.5, 1.5), dtype=FLOATX)
+        s = theano.shared(val.copy(), name=f"s{i}")
+        shared.append((s, val))
+        parts.append(T.tanh(x * s).sum())
+    total = T.stack(parts).sum()
+
+    def make_args():
+        return [np.random.default_rng(seed + 1).standard_normal(n)]
+    return Case("wide", [x], [total], make_args, [], shared)
+
+
+FAMILIES.update({"randwire_ws": randwire,
+                 "randwire_er": lambda **kw: randwire(kind="er", **kw),
+                 "inception": inception, "resnet": resnet, "transformer": transformer,
+                 "wide": wide})

@@ -35,7 +35,7 @@ from theano.gof import link
 from theano.gof.vm import VM_Linker
 from theano.tensor.type import TensorType
 
-from .core.bufplan import BufferPlan, check_plan, plan_buffers
+from .core.bufplan import BufferPlan, PlanError, check_plan, plan_buffers
 from .core.memory import lifetimes
 
 SHARE_BY = ("estimate", "type", "shape")
@@ -178,10 +178,9 @@ class LowMemLinker(VM_Linker):
             except _NoSharing:
                 pass
             except Exception as exc:
-                from .core.bufplan import PlanError
                 if check and isinstance(exc, PlanError):
                     raise
-                moves, fresh, order = {}, [], None
+                moves, fresh, order, self._successor = {}, [], None, {}
                 if warn:
                     warnings.warn(f"theano_lowmem: storage sharing disabled for this function "
                                   f"({type(exc).__name__}: {exc}); linking as Theano does",

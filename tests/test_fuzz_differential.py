@@ -1,0 +1,203 @@
+"""Differential fuzzing: random Theano graphs, stock Theano against theano_lowmem.
+
+Every example builds one random program (:mod:`tests.theano_graphs`) twice,
+compiles it stock (``Mode('cvm'|'cvm_nogc', 'fast_run')``) and with one
+theano_lowmem configuration, calls both three times with inputs whose free
+dimension changes between calls, and requires bit-identical outputs (dtype,
+shape, values; NaN equal to NaN), identical shared-variable values after the
+calls, inputs never modified, and the same exception (type, call) if stock
+raises.  Which lowmem configuration is a test parameter, so all are covered.
+
+Budget (examples per configuration) follows the hypothesis profile
+(``tests/conftest.py``): ``dev`` (default) 6, ``ci`` 40, ``long`` 2000;
+``LOWMEM_FUZZ_EXAMPLES`` overrides.  The long run::
+
+    HYPOTHESIS_PROFILE=long python -m pytest tests/test_fuzz_differential.py
+"""
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as st
+
+import theano
+import theano.tensor as T
+
+import theano_lowmem
+from theano_lowmem import activate
+from tests import theano_graphs as tg
+
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI", "").lower() == "true" else "dev")
+PER_CONFIG = int(os.environ.get("LOWMEM_FUZZ_EXAMPLES", "0")) or {"dev": 6, "ci": 40, "long": 2000}.get(PROFILE, 6)
+# lowmem configuration -> (linker, optimizer, the stock linker it is compared with)
+CONFIGS = {
+    "order_gc": ("cvm", "fast_run+lowmem", "cvm"),
+    "order_nogc": ("cvm_nogc", "fast_run+lowmem", "cvm_nogc"),
+    "share_gc": ("cvm_lowmem", "fast_run+lowmem", "cvm"),
+    "share_nogc": ("cvm_lowmem_nogc", "fast_run+lowmem", "cvm_nogc"),
+    "pyvm_nogc": ("vm_lowmem_nogc", "fast_run+lowmem", "cvm_nogc"),
+    "pyvm_gc": ("vm_lowmem", "fast_run+lowmem", "cvm"),
+}
+SLOW = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
+
+
+def fuzz_settings(n: int):
+    return settings(max_examples=max(1, n), deadline=None, suppress_health_check=SLOW)
+
+
+def compile_program(program: tg.Program, linker: str, optimizer: str, seed: int):
+    """``(function, Built)`` for ``program`` compiled with ``Mode(linker, optimizer)``."""
+    b = tg.build(program, seed)
+    f = theano.function(b.inputs, b.outputs, updates=b.updates, mode=theano.Mode(linker, optimizer),
+                        on_unused_input="ignore")
+    return f, b
+
+
+def run_calls(f, built: tg.Built, program: tg.Program, rows: list[int], seed: int) -> list:
+    """Outputs (copied), shared values and errors of successive calls; asserts inputs are untouched."""
+    record: list = []
+    for i, R in enumerate(rows):
+        args = tg.input_values(program, R, seed + 1 + i)
+        before = [a.copy() for a in args]
+        try:
+            outs = f(*args)
+        except Exception as exc:   # stock may legitimately raise: the other side must match
+            record.append(("error", type(exc).__name__))
+            break
+        record.append(("outputs", [np.array(o, copy=True) for o in outs]))
+        for a, c in zip(args, before):
+            assert a.dtype == c.dtype and a.shape == c.shape and np.array_equal(a, c, equal_nan=True), \
+                "an input was modified"
+    record.append(("shared", {k: np.array(s.get_value(borrow=False)) for k, s in sorted(built.shared.items())}))
+    return record
+
+
+def assert_identical(a, b, where: str) -> None:
+    a, b = np.asarray(a), np.asarray(b)
+    assert a.dtype == b.dtype, f"{where}: dtype {a.dtype} != {b.dtype}"
+    assert a.shape == b.shape, f"{where}: shape {a.shape} != {b.shape}"
+    eq = np.array_equal(a, b, equal_nan=True) if a.dtype.kind in "fc" else np.array_equal(a, b)
+    assert eq, f"{where}: values differ, max |diff| {np.nanmax(np.abs(a - b)) if a.size else 0}"
+
+
+def assert_same_records(stock: list, low: list) -> None:
+    assert [r[0] for r in stock] == [r[0] for r in low], (stock, low)
+    for i, ((kind, s), (_, l)) in enumerate(zip(stock, low)):
+        if kind == "error":
+            assert s == l, f"call {i}: stock raised {s}, lowmem raised {l}"
+        elif kind == "outputs":
+            assert len(s) == len(l)
+            for j, (a, b) in enumerate(zip(s, l)):
+                assert_identical(a, b, f"call {i} output {j}")
+        else:
+            assert sorted(s) == sorted(l)
+            for k in s:
+                assert_identical(s[k], l[k], f"shared {k}")
+
+
+def note_event(msg: str) -> None:
+    """``hypothesis.event`` inside a hypothesis test, nothing outside."""
+    try:
+        event(msg)
+    except Exception:
+        pass
+
+
+def differential(program: tg.Program, config: str, rows: list[int], seed: int = 0) -> None:
+    """Compile ``program`` stock and with ``config``; run ``rows``; assert identical behaviour."""
+    linker, optimizer, stock_linker = CONFIGS[config]
+    f_stock, b_stock = compile_program(program, stock_linker, "fast_run", seed)
+    stock = run_calls(f_stock, b_stock, program, rows, seed)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        f_low, b_low = compile_program(program, linker, optimizer, seed)
+        low = run_calls(f_low, b_low, program, rows, seed)
+    ours = [str(w.message) for w in caught if "theano_lowmem" in str(w.message)]
+    for msg in ours:
+        note_event(f"lowmem warning: {msg[:60]}")
+    plan = getattr(f_low.maker.linker, "buffer_plan", None)
+    note_event(f"{config}: cells shared" if plan is not None and plan.n_cells_after < plan.n_cells_before
+          else f"{config}: no sharing")
+    note_event("stock raised" if stock[0][0] == "error" else "stock ran")
+    assert_same_records(stock, low)
+
+
+rows_st = st.lists(st.integers(1, 5), min_size=3, max_size=3)
+
+
+@pytest.mark.parametrize("config", sorted(CONFIGS))
+@fuzz_settings(PER_CONFIG)
+@given(program=tg.programs(), rows=rows_st)
+def test_differential(config, program, rows):
+    differential(program, config, rows)
+
+
+@fuzz_settings(max(2, PER_CONFIG))
+@given(program=tg.programs(max_ops=10, lazy=True), rows=rows_st,
+       config=st.sampled_from(sorted(CONFIGS)))
+def test_differential_ifelse(program, rows, config):
+    differential(program, config, rows)
+
+
+@fuzz_settings(max(2, PER_CONFIG // 2))
+@given(program=tg.programs(min_ops=2, max_ops=6, scan=True), rows=rows_st,
+       config=st.sampled_from(sorted(CONFIGS)))
+def test_differential_scan(program, rows, config):
+    differential(program, config, rows)
+
+
+@fuzz_settings(max(2, PER_CONFIG // 2))
+@given(program=tg.programs(max_ops=8, scan=True), rows=rows_st, gc=st.booleans())
+def test_global_switch(program, rows, gc):
+    """``activate.enable()``: the *default* mode (and scan's inner graphs) go through theano_lowmem."""
+    linker = "cvm" if gc else "cvm_nogc"
+    was = activate.enabled()
+    activate.disable()
+    try:
+        f_stock, b_stock = compile_program(program, linker, "fast_run", 0)
+        stock = run_calls(f_stock, b_stock, program, rows, 0)
+        activate.enable()
+        f_low, b_low = compile_program(program, linker, "fast_run", 0)
+        assert isinstance(f_low.maker.linker, theano_lowmem.LowMemLinker)
+        low = run_calls(f_low, b_low, program, rows, 0)
+    finally:
+        activate.disable()
+        if was:
+            activate.enable()
+    assert_same_records(stock, low)
+
+
+# ---------------------------------------------------------------- not vacuous
+def chain_program() -> tg.Program:
+    """x -> 6 unary elemwise steps interleaved with reductions: plenty of same-shape temporaries."""
+    steps = (("exp", (0,)), ("sum0", (6,)), ("tanh", (0,)), ("add_row", (8, 7)), ("sqr", (9,)),
+             ("dot_MQ", (10, 3)), ("sum1", (11,)), ("mul_col", (11, 12)))
+    return tg.Program(steps, outputs=(13,), C=4)
+
+
+def test_fuzz_setup_exercises_sharing():
+    """The sharing configurations really share cells on a chain (so the fuzzing is not vacuous),
+    and a wrong cell plan would be visible: the outputs match stock on changing shapes."""
+    f, _ = compile_program(chain_program(), "cvm_lowmem_nogc", "fast_run+lowmem", 0)
+    plan = f.maker.linker.buffer_plan
+    assert plan is not None and plan.n_cells_after < plan.n_cells_before
+    for config in ("share_nogc", "pyvm_nogc"):
+        differential(chain_program(), config, [5, 2, 4])
+
+
+def test_program_strategy_covers_vocabulary():
+    """Drawn programs use every op of the vocabulary (checked on a fixed sample)."""
+    seen: set[str] = set()
+
+    @settings(max_examples=300, derandomize=True, database=None, deadline=None)
+    @given(tg.programs(lazy=True, scan=True))
+    def collect(p):
+        seen.update(p.op_names())
+        assert len(p.steps) >= 3 and all(0 <= o < len(p.kinds) for o in p.outputs)
+    collect()
+    vocab = set(tg.OPS) | set(tg.LAZY_OPS) | set(tg.SCAN_OPS)
+    assert seen == vocab, sorted(vocab - seen)

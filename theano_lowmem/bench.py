@@ -1,0 +1,319 @@
+"""The benchmark suite: stock Theano against theano_lowmem on the graph families.
+
+``python -m theano_lowmem bench [--size tiny|small|medium|large] [--families a,b]
+[--out DIR] [--plots]``
+
+For each family (:mod:`theano_lowmem.families`) the same graph is compiled twice:
+
+* stock: ``theano.Mode(linker='cvm', optimizer='fast_run')``;
+* ours: ``theano.Mode(linker='cvm_lowmem_nogc', optimizer='fast_run+lowmem')``.
+
+Both are called from the same shared values (reset before each call); every
+output and every updated shared value must be bit-identical (same dtype,
+``np.array_equal``), else :class:`MismatchError`.  Then :func:`theano_lowmem.report.report`
+gives the modelled peaks (memory model: Theano's order, ours, the optimum) and
+the measured ones (tracemalloc), and each function is timed (best of N).
+One table per run, plus the scheduling cost of the ``lowmem`` pass.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+import theano
+from theano.gof.vm import VM_Linker
+
+from . import families as fam
+from .report import fmt_bytes, relink, report
+
+STOCK_MODE = dict(linker="cvm", optimizer="fast_run")
+OURS_MODE = dict(linker="cvm_lowmem_nogc", optimizer="fast_run+lowmem")
+
+#: size -> family -> builder keyword arguments.  ``tiny`` is for tests.
+SIZES: dict[str, dict[str, dict]] = {
+    "tiny": {"branches": dict(n_branches=3, n=1000), "chain": dict(depth=3, width=16, batch=8),
+             "mlp": dict(batch=8, sizes=(16, 32, 4)), "randwire_ws": dict(n=8, width=8, batch=8),
+             "wide": dict(n_branches=20, n=64)},
+    "small": {"mlp": dict(), "convnet": dict(), "lstm": dict(), "views_inplace": dict(),
+              "chain": dict(depth=16, width=256, batch=256), "branches": dict(),
+              "randwire_ws": dict(n=32, width=128, batch=128),
+              "randwire_er": dict(n=32, width=128, batch=128),
+              "inception": dict(), "resnet": dict(), "transformer": dict(),
+              "wide": dict(n_branches=1000, n=4096)},
+    "medium": {"mlp": dict(batch=256, sizes=(784, 1024, 1024, 10)),
+               "convnet": dict(batch=32, image=32), "lstm": dict(steps=20, batch=32, n_hid=128),
+               "views_inplace": dict(n=500), "chain": dict(), "branches": dict(n_branches=8),
+               "randwire_ws": dict(n=64, width=256, batch=256),
+               "randwire_er": dict(n=64, width=256, batch=256),
+               "inception": dict(blocks=3, batch=16, channels=16, image=32),
+               "resnet": dict(blocks=6, batch=16, channels=16, image=32),
+               "transformer": dict(batch=8, seq=64, d=128, heads=4, ff=512, layers=2),
+               "wide": dict(n_branches=2000, n=16384)},
+    "large": {"mlp": dict(batch=512, sizes=(2048, 4096, 4096, 10)),
+              "convnet": dict(batch=64, channels=(3, 32, 64), image=64),
+              "lstm": dict(steps=50, batch=64, n_in=128, n_hid=256),
+              "views_inplace": dict(n=1500), "chain": dict(depth=48, width=1024, batch=1024),
+              "branches": dict(n_branches=16, n=4 * 10 ** 6),
+              "randwire_ws": dict(n=96, width=512, batch=512),
+              "randwire_er": dict(n=96, width=512, batch=512),
+              "inception": dict(blocks=4, batch=32, channels=32, image=32),
+              "resnet": dict(blocks=8, batch=32, channels=32, image=32),
+              "transformer": dict(batch=16, seq=128, d=256, heads=8, ff=1024, layers=4),
+              "wide": dict(n_branches=4000, n=65536)},
+}
+#: the ~1k-node Theano graph for the pass's cost, and the pure core graphs (nodes) per size
+SCHED_THEANO = {"tiny": dict(n=10, width=8, batch=8), "small": dict(n=300, width=32, batch=32),
+                "medium": dict(n=300, width=32, batch=32), "large": dict(n=600, width=32, batch=32)}
+SCHED_CORE = {"tiny": (200,), "small": (1000, 10000), "medium": (1000, 10000),
+              "large": (1000, 10000, 30000)}
+PLOT_FAMILIES = ("mlp", "branches", "randwire_ws", "transformer", "resnet")
+REPEAT = {"tiny": 2, "small": 5, "medium": 5, "large": 3}
+
+
+class MismatchError(AssertionError):
+    """theano_lowmem changed a result: outputs or updated shared values differ from stock."""
+
+
+@dataclass
+class Row:
+    """One family's numbers (bytes, seconds)."""
+
+    family: str
+    nodes: int
+    compile_stock: float
+    compile_ours: float
+    schedule_s: float
+    pass_s: float
+    method: str
+    modelled: dict
+    measured: dict
+    call: dict
+    identical: bool
+    report: object = field(repr=False, default=None)
+
+
+def progress(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _results(f, case, args) -> list:
+    case.reset()
+    outs = f(*args)
+    outs = list(outs) if isinstance(outs, (list, tuple)) else [outs]
+    vals = [np.array(o, copy=True) for o in outs]
+    vals += [np.array(var.get_value(borrow=False), copy=True) for var, _ in case.shared]
+    case.reset()
+    return vals
+
+
+def check_identical(name: str, ref: Sequence, got: Sequence, what: str) -> None:
+    """Raise :class:`MismatchError` unless every array is equal with the same dtype."""
+    if len(ref) != len(got):
+        raise MismatchError(f"{name}: {what} returned {len(got)} values, stock {len(ref)}")
+    for i, (a, b) in enumerate(zip(ref, got)):
+        if a.dtype != b.dtype or a.shape != b.shape or not np.array_equal(a, b, equal_nan=True):
+            diff = np.max(np.abs(a.astype(float) - b.astype(float))) if a.shape == b.shape else "shape"
+            raise MismatchError(f"{name}: {what} differs from stock at value {i} "
+                                f"(dtypes {a.dtype}/{b.dtype}, shapes {a.shape}/{b.shape}, "
+                                f"max abs diff {diff})")
+
+
+def best_time(f, args, case, repeat: int) -> float:
+    f(*args)                                   # warm (first call allocates cells)
+    times = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        f(*args)
+        times.append(time.perf_counter() - t0)
+    case.reset()
+    return min(times)
+
+
+def order_info(f) -> dict:
+    for ft in f.maker.fgraph._features:
+        if type(ft).__name__ == "OrderFeature":
+            return dict(ft.info)
+    return {}
+
+
+def run_family(name: str, builder: Callable, kwargs: dict, *, repeat: int, time_budget: float,
+               plots: bool) -> Row:
+    """Compile, check, report and time one family."""
+    case = builder(**kwargs)
+    progress(f"{name}: compiling stock")
+    t0 = time.perf_counter()
+    f_stock = case.compile(theano.Mode(**STOCK_MODE))
+    t_stock = time.perf_counter() - t0
+    progress(f"{name}: compiling ours ({len(f_stock.maker.fgraph.apply_nodes)} nodes)")
+    t0 = time.perf_counter()
+    f_ours = case.compile(theano.Mode(**OURS_MODE))
+    t_ours = time.perf_counter() - t0
+    args = case.make_args()
+    progress(f"{name}: checking results")
+    f_nogc = relink(f_stock, VM_Linker(use_cloop=True, allow_gc=False))[0]
+    ref = _results(f_stock, case, args)
+    check_identical(name, ref, _results(f_ours, case, args), "theano_lowmem (cvm_lowmem_nogc)")
+    check_identical(name, ref, _results(f_ours, case, args), "theano_lowmem, second call")
+    check_identical(name, ref, _results(f_nogc, case, args), "stock cvm_nogc")
+    progress(f"{name}: report (modelled + measured)")
+    case.reset()
+    rep = report(f_ours, *args, stock=f_stock, time_budget=time_budget, name=name,
+                 trace_steps=plots)
+    progress(f"{name}: timing calls")
+    call = dict(stock=best_time(f_stock, args, case, repeat),
+                stock_nogc=best_time(f_nogc, args, case, repeat),
+                ours=best_time(f_ours, args, case, repeat))
+    info = order_info(f_ours)
+    return Row(name, rep.n_nodes, t_stock, t_ours, float(info.get("schedule_seconds", 0.0)),
+               float(info.get("pass_seconds", 0.0)), str(info.get("method", "-")),
+               rep.modelled, rep.measured, call, True, rep)
+
+
+def sched_cost(size: str, time_budget: float) -> list[dict]:
+    """Scheduling cost: the lowmem pass on a ~1k-node Theano graph, and the core scheduler
+    on pure core graphs (no Theano) of 1k and 10k nodes."""
+    from .core import randgraphs
+    from .core.schedule import schedule
+    rows = []
+    case = fam.randwire(**SCHED_THEANO[size])
+    progress(f"scheduling cost: randwire_ws n={SCHED_THEANO[size]['n']} in Theano")
+    t0 = time.perf_counter()
+    f = case.compile(theano.Mode(**OURS_MODE))
+    t_comp = time.perf_counter() - t0
+    info = order_info(f)
+    rows.append(dict(graph=f"Theano randwire_ws (n={SCHED_THEANO[size]['n']})",
+                     nodes=len(f.maker.fgraph.apply_nodes),
+                     schedule_ms=1e3 * info.get("schedule_seconds", float("nan")),
+                     pass_ms=1e3 * info.get("pass_seconds", float("nan")), compile_s=t_comp,
+                     method=info.get("method", "-")))
+    for n in SCHED_CORE[size]:
+        progress(f"scheduling cost: core erdos_renyi n={n}")
+        g = randgraphs.erdos_renyi(n, seed=0)
+        base = g.topological_order()
+        t0 = time.perf_counter()
+        s = schedule(g, baseline=base, time_budget=time_budget)
+        rows.append(dict(graph=f"core erdos_renyi (n={n}, no Theano)", nodes=g.n_nodes,
+                         schedule_ms=1e3 * (time.perf_counter() - t0), pass_ms=None, compile_s=None,
+                         method=f"{s.method}, peak {s.peak / s.baseline_peak:.2f}x of Kahn order"))
+    return rows
+
+
+# ------------------------------------------------------------------ tables
+def _cell(a, b, fmt=fmt_bytes) -> str:
+    r = f" ({b / a:.2f}x)" if a else ""
+    return f"{fmt(a)} / {fmt(b)}{r}"
+
+
+def _ms(x: float) -> str:
+    return f"{1e3 * x:.2f}"
+
+
+def main_table(rows: Sequence[Row]) -> str:
+    head = ("| family | nodes | compile s stock / ours | sched ms | modelled peak stock / ours (ratio) "
+            "| modelled optimum | measured peak gc-on stock / ours (ratio) "
+            "| held gc-off stock / shared (ratio) | call ms stock gc-on / stock gc-off / ours (ours÷stock) "
+            "| identical |")
+    out = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        m, me, c = r.modelled, r.measured, r.call
+        opt = fmt_bytes(m["optimum"]) + (" (proven)" if m["optimal"] else
+                                         f" (best found, ≥ {fmt_bytes(m['lower_bound'])})")
+        out.append(
+            f"| {r.family} | {r.nodes} | {r.compile_stock:.2f} / {r.compile_ours:.2f} "
+            f"| {1e3 * r.schedule_s:.1f} | {_cell(m['theano'], m['ours'])} | {opt} "
+            f"| {_cell(me['stock']['peak'], me['ours']['peak'])} "
+            f"| {_cell(me['stock_nogc']['held'], me['ours_nogc']['held'])} "
+            f"| {_ms(c['stock'])} / {_ms(c['stock_nogc'])} / {_ms(c['ours'])} "
+            f"({c['ours'] / c['stock']:.2f}x) | {'yes' if r.identical else 'NO'} |")
+    return "\n".join(out)
+
+
+def sched_table(rows: Sequence[Row], cost: Sequence[dict]) -> str:
+    out = ["| graph | nodes | schedule ms | lowmem pass ms | compile s (ours) | pass % of compile "
+           "| method |", "|---|---|---|---|---|---|---|"]
+    items = [dict(graph=r.family, nodes=r.nodes, schedule_ms=1e3 * r.schedule_s,
+                  pass_ms=1e3 * r.pass_s, compile_s=r.compile_ours, method=r.method) for r in rows]
+    for d in [*items, *cost]:
+        pct = f"{100 * d['pass_ms'] / 1e3 / d['compile_s']:.0f}%" if d["compile_s"] else "-"
+        out.append(f"| {d['graph']} | {d['nodes']} | {d['schedule_ms']:.1f} | "
+                   f"{'-' if d['pass_ms'] is None else format(d['pass_ms'], '.1f')} | "
+                   f"{'-' if d['compile_s'] is None else format(d['compile_s'], '.2f')} | {pct} "
+                   f"| {d['method']} |")
+    return "\n".join(out)
+
+
+def machine_info() -> dict:
+    try:
+        ldflags = theano.config.blas.ldflags
+    except AttributeError:
+        ldflags = "?"
+    return dict(cpus=os.cpu_count(), python=platform.python_version(), numpy=np.__version__,
+                theano=theano.__version__, blas_ldflags=ldflags, machine=platform.machine(),
+                lowmem_time_budget=getattr(theano.config, "lowmem_time_budget", None))
+
+
+LEGEND = """\
+* **modelled** = the memory model (`theano_lowmem.core.memory.simulate`) with the sizes of the example
+  inputs: live intermediate bytes at the worst step; *stock* = the order Theano's C VM runs, *ours* = the
+  order the `lowmem` pass pinned; the optimum is exact search within the time budget (*proven*, or the
+  best order found with a proven lower bound).
+* **measured** = `tracemalloc` around a real warm call (numpy buffers incl. C ops, plus a few KB of Python
+  objects). *peak gc-on*: stock `cvm` vs ours relinked with `cvm_lowmem` (gc on). *held gc-off*: bytes left in
+  intermediate storage cells after a call with `allow_gc=False`: stock `cvm_nogc` vs our shared cells
+  (`cvm_lowmem_nogc`), i.e. what gc-off functions keep between calls.
+* **call ms**: best of N warm calls; stock gc-on (`cvm`), stock gc-off (`cvm_nogc`), ours (`cvm_lowmem_nogc`).
+* **identical**: every output and every updated shared value of ours equals stock's bit for bit (checked
+  before anything is measured; the run stops on any difference).
+* **sched ms**: time of the scheduler inside the `lowmem` pass (bounded by flag `lowmem_time_budget`).
+"""
+
+
+def run(size: str = "small", families: Sequence[str] | None = None, out: str | None = None,
+        plots: bool = False, time_budget: float = 2.0, command: str | None = None) -> list[Row]:
+    """Run the suite, print the tables to stdout (progress on stderr), optionally write ``out``.
+
+    Raises
+    ------
+    MismatchError
+        If any family's results differ from stock Theano's.
+    """
+    spec = SIZES[size]
+    names = list(families) if families else list(spec)
+    unknown = [n for n in names if n not in fam.FAMILIES]
+    if unknown:
+        raise ValueError(f"unknown families {unknown}; known: {sorted(fam.FAMILIES)}")
+    rows = []
+    t_start = time.perf_counter()
+    for i, name in enumerate(names, 1):
+        progress(f"({i}/{len(names)}) {name} {spec.get(name, {})}")
+        rows.append(run_family(name, fam.FAMILIES[name], spec.get(name, {}), repeat=REPEAT[size],
+                               time_budget=time_budget, plots=plots and out is not None))
+    cost = sched_cost(size, float(getattr(theano.config, "lowmem_time_budget", 1.0)))
+    progress(f"done in {time.perf_counter() - t_start:.0f} s")
+    t1, t2 = main_table(rows), sched_table(rows, cost)
+    print(t1 + "\n\nScheduling cost\n\n" + t2)
+    if out:
+        os.makedirs(out, exist_ok=True)
+        pngs = []
+        if plots:
+            for r in rows:
+                if r.family in PLOT_FAMILIES or len(rows) <= 3:
+                    pngs.append(r.report.plot(os.path.join(out, f"{r.family}.png")))
+        info = machine_info()
+        md = [f"# theano_lowmem benchmark ({size})", "",
+              f"Command: `{command or 'python -m theano_lowmem bench --size ' + size}`  ",
+              f"Date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}  ",
+              "Machine: " + ", ".join(f"{k}={v}" for k, v in info.items()), "",
+              "All numbers of one table come from one run.", "", LEGEND, "## Results", "", t1, "",
+              "## Scheduling cost", "", t2, ""]
+        if pngs:
+            md += ["## Plots", ""] + [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in pngs]
+        with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as fh:
+            fh.write("\n".join(md) + "\n")
+        progress(f"wrote {os.path.join(out, 'results.md')} and {len(pngs)} plot(s)")
+    return rows
