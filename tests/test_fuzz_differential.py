@@ -9,7 +9,7 @@ calls, inputs never modified, and the same exception (type, call) if stock
 raises.  Which lowmem configuration is a test parameter, so all are covered.
 
 Budget (examples per configuration) follows the hypothesis profile
-(``tests/conftest.py``): ``dev`` (default) 6, ``ci`` 40, ``long`` 2000;
+(``tests/conftest.py``): ``dev`` (default) 4, ``ci`` 25, ``long`` 1200 (x 9 configurations);
 ``LOWMEM_FUZZ_EXAMPLES`` overrides.  The long run::
 
     HYPOTHESIS_PROFILE=long python -m pytest tests/test_fuzz_differential.py
@@ -32,15 +32,20 @@ from theano_lowmem import activate
 from tests import theano_graphs as tg
 
 PROFILE = os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI", "").lower() == "true" else "dev")
-PER_CONFIG = int(os.environ.get("LOWMEM_FUZZ_EXAMPLES", "0")) or {"dev": 6, "ci": 40, "long": 2000}.get(PROFILE, 6)
-# lowmem configuration -> (linker, optimizer, the stock linker it is compared with)
+PER_CONFIG = int(os.environ.get("LOWMEM_FUZZ_EXAMPLES", "0")) or {"dev": 4, "ci": 25, "long": 1200}.get(PROFILE, 6)
+# lowmem configuration -> (linker, optimizer, the stock linker it is compared with, fusion).
+# Without elemwise fusion (both sides) graphs keep more nodes, hence more cells to share,
+# and the C code vocabulary stays finite (one Elemwise per scalar op and broadcast pattern).
 CONFIGS = {
-    "order_gc": ("cvm", "fast_run+lowmem", "cvm"),
-    "order_nogc": ("cvm_nogc", "fast_run+lowmem", "cvm_nogc"),
-    "share_gc": ("cvm_lowmem", "fast_run+lowmem", "cvm"),
-    "share_nogc": ("cvm_lowmem_nogc", "fast_run+lowmem", "cvm_nogc"),
-    "pyvm_nogc": ("vm_lowmem_nogc", "fast_run+lowmem", "cvm_nogc"),
-    "pyvm_gc": ("vm_lowmem", "fast_run+lowmem", "cvm"),
+    "order_gc": ("cvm", "fast_run+lowmem", "cvm", True),
+    "order_nogc": ("cvm_nogc", "fast_run+lowmem", "cvm_nogc", True),
+    "share_gc": ("cvm_lowmem", "fast_run+lowmem", "cvm", True),
+    "share_nogc": ("cvm_lowmem_nogc", "fast_run+lowmem", "cvm_nogc", True),
+    "pyvm_gc": ("vm_lowmem", "fast_run+lowmem", "cvm", True),
+    "pyvm_nogc": ("vm_lowmem_nogc", "fast_run+lowmem", "cvm_nogc", True),
+    "share_gc_nofuse": ("cvm_lowmem", "fast_run+lowmem", "cvm", False),
+    "share_nogc_nofuse": ("cvm_lowmem_nogc", "fast_run+lowmem", "cvm_nogc", False),
+    "pyvm_nogc_nofuse": ("vm_lowmem_nogc", "fast_run+lowmem", "cvm_nogc", False),
 }
 SLOW = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 
@@ -49,11 +54,14 @@ def fuzz_settings(n: int):
     return settings(max_examples=max(1, n), deadline=None, suppress_health_check=SLOW)
 
 
-def compile_program(program: tg.Program, linker: str, optimizer: str, seed: int):
-    """``(function, Built)`` for ``program`` compiled with ``Mode(linker, optimizer)``."""
+def compile_program(program: tg.Program, linker: str, optimizer: str, seed: int, fusion: bool = True):
+    """``(function, Built)`` for ``program`` compiled with ``Mode(linker, optimizer)``
+    (minus elemwise fusion if not ``fusion``)."""
     b = tg.build(program, seed)
-    f = theano.function(b.inputs, b.outputs, updates=b.updates, mode=theano.Mode(linker, optimizer),
-                        on_unused_input="ignore")
+    mode = theano.Mode(linker, optimizer)
+    if not fusion:
+        mode = mode.excluding("fusion")
+    f = theano.function(b.inputs, b.outputs, updates=b.updates, mode=mode, on_unused_input="ignore")
     return f, b
 
 
@@ -66,7 +74,7 @@ def run_calls(f, built: tg.Built, program: tg.Program, rows: list[int], seed: in
         try:
             outs = f(*args)
         except Exception as exc:   # stock may legitimately raise: the other side must match
-            record.append(("error", type(exc).__name__))
+            record.append(("error", type(exc).__name__, str(exc).splitlines()[0][:300] if str(exc) else ""))
             break
         record.append(("outputs", [np.array(o, copy=True) for o in outs]))
         for a, c in zip(args, before):
@@ -85,10 +93,13 @@ def assert_identical(a, b, where: str) -> None:
 
 
 def assert_same_records(stock: list, low: list) -> None:
-    assert [r[0] for r in stock] == [r[0] for r in low], (stock, low)
-    for i, ((kind, s), (_, l)) in enumerate(zip(stock, low)):
+    errs = [(r[1], r[2]) for r in stock + low if r[0] == "error"]
+    assert [r[0] for r in stock] == [r[0] for r in low], \
+        f"stock {[r[0] for r in stock]} lowmem {[r[0] for r in low]}; errors: {errs}"
+    for i, (rs, rl) in enumerate(zip(stock, low)):
+        kind, s, l = rs[0], rs[1], rl[1]
         if kind == "error":
-            assert s == l, f"call {i}: stock raised {s}, lowmem raised {l}"
+            assert s == l, f"call {i}: stock raised {s} ({rs[2]}), lowmem raised {l} ({rl[2]})"
         elif kind == "outputs":
             assert len(s) == len(l)
             for j, (a, b) in enumerate(zip(s, l)):
@@ -109,12 +120,12 @@ def note_event(msg: str) -> None:
 
 def differential(program: tg.Program, config: str, rows: list[int], seed: int = 0) -> None:
     """Compile ``program`` stock and with ``config``; run ``rows``; assert identical behaviour."""
-    linker, optimizer, stock_linker = CONFIGS[config]
-    f_stock, b_stock = compile_program(program, stock_linker, "fast_run", seed)
+    linker, optimizer, stock_linker, fusion = CONFIGS[config]
+    f_stock, b_stock = compile_program(program, stock_linker, "fast_run", seed, fusion)
     stock = run_calls(f_stock, b_stock, program, rows, seed)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        f_low, b_low = compile_program(program, linker, optimizer, seed)
+        f_low, b_low = compile_program(program, linker, optimizer, seed, fusion)
         low = run_calls(f_low, b_low, program, rows, seed)
     ours = [str(w.message) for w in caught if "theano_lowmem" in str(w.message)]
     for msg in ours:
@@ -185,7 +196,7 @@ def test_fuzz_setup_exercises_sharing():
     f, _ = compile_program(chain_program(), "cvm_lowmem_nogc", "fast_run+lowmem", 0)
     plan = f.maker.linker.buffer_plan
     assert plan is not None and plan.n_cells_after < plan.n_cells_before
-    for config in ("share_nogc", "pyvm_nogc"):
+    for config in ("share_nogc", "pyvm_nogc", "share_nogc_nofuse"):
         differential(chain_program(), config, [5, 2, 4])
 
 

@@ -53,10 +53,13 @@ def _owner(a):
 def held_bytes(f) -> int:
     """Distinct array bytes held in ``f``'s intermediate cells (not inputs or outputs).
 
-    Views count the array that owns their data once.
+    Views count the array that owns their data once; data owned by an input,
+    a constant or a returned output (e.g. ``W.T`` of a shared ``W``) is not counted.
     """
     fgraph = f.maker.fgraph
     skip = set(fgraph.inputs) | set(fgraph.outputs)
+    foreign = {id(_owner(cell[0])) for var, cell in f.fn.storage_map.items()
+               if (var in skip or var.owner is None) and isinstance(cell[0], np.ndarray)}
     owners: dict[int, int] = {}
     for var, cell in f.fn.storage_map.items():
         if var in skip or var.owner is None:
@@ -64,7 +67,8 @@ def held_bytes(f) -> int:
         val = cell[0]
         if isinstance(val, np.ndarray):
             own = _owner(val)
-            owners[id(own)] = own.nbytes
+            if id(own) not in foreign:
+                owners[id(own)] = own.nbytes
     return sum(owners.values())
 
 

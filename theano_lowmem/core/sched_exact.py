@@ -19,13 +19,20 @@ and allocates no more than any other ready node (or fits under ``g``) is run
 at once, as the only successor.
 
 The number of states is at most the number of down-sets of the window
-(``2**k`` for ``k`` independent nodes), O(k) work each; the deadline bounds it.
+(``2**k`` for ``k`` independent nodes), O(k) work each; a deterministic work
+limit (:class:`~.sched_model.Budget`, 1 + children per state expanded) bounds it.
+
+:func:`tree_schedule` is Liu's exact algorithm for in-forests (every node's
+outputs read by at most one node), used whenever the graph is one.
 
 References
 ----------
 Serenity (Ahn et al., MLSys 2020): DP over executed sets with budget pruning
-and divide-and-conquer at cut nodes.  Liu (1987) and Kayaaslan et al. (2018)
-give polynomial algorithms for trees and series-parallel graphs (not used here).
+and divide-and-conquer at cut nodes.  J. W. H. Liu, "An application of
+generalized tree pebbling to sparse matrix factorization", SIAM J. Algebraic
+Discrete Methods 8(3):375-395, 1987 (hill-valley segments, merged by
+decreasing hill - valley).  Kayaaslan et al. (2018) extend it to
+series-parallel graphs (not used here).
 """
 from __future__ import annotations
 
@@ -35,7 +42,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from .graph import Graph
-from .sched_model import MemTables
+from .sched_model import CLOCK_EVERY, Budget, MemTables
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,7 @@ class WindowResult:
     lower: int
     during: tuple[int, ...] = ()    # the window's new ``during`` / ``after`` bytes, step by step
     after: tuple[int, ...] = ()
+    work: int = 0                   # work units spent (states expanded + children)
 
 
 def cut_positions(graph: Graph, order: Sequence[int]) -> list[int]:
@@ -83,7 +91,8 @@ def cut_positions(graph: Graph, order: Sequence[int]) -> list[int]:
 
 
 def solve_window(graph: Graph, t: MemTables, order: Sequence[int], lo: int, hi: int, *,
-                 base: int, ub: int, deadline: float | None) -> WindowResult:
+                 base: int, ub: int, deadline: float | None = None, budget: Budget | None = None,
+                 max_work: int | None = None, pos: Sequence[int] | None = None) -> WindowResult:
     """Reorder ``order[lo:hi]`` to minimise the peak of its steps, looking only below ``ub``.
 
     Parameters
@@ -96,7 +105,14 @@ def solve_window(graph: Graph, t: MemTables, order: Sequence[int], lo: int, hi: 
     ub : int
         Only window orders whose peak is strictly below ``ub`` are searched for.
     deadline : float or None
-        ``time.perf_counter()`` value at which to stop (best found so far is returned).
+        ``time.perf_counter()`` value at which to stop: a wall-clock limit, hence
+        not deterministic; :func:`~.schedule.schedule` uses ``budget`` instead.
+    budget : Budget, optional
+        Charged with the work done; the search stops when it is used up.
+    max_work : int, optional
+        Stop after this many work units (deterministic).
+    pos : sequence of int, optional
+        ``pos[n]``: position of node ``n`` in ``order`` (computed when not given).
 
     Examples
     --------
@@ -106,21 +122,27 @@ def solve_window(graph: Graph, t: MemTables, order: Sequence[int], lo: int, hi: 
     >>> r.order, r.peak, r.proved
     ([0, 2, 1, 3], 10, True)
     """
-    w = _Window(graph, t, order, lo, hi, base)
-    local, peak, proved, lower = w.search(ub, deadline)
+    if pos is None:
+        pos = [0] * graph.n_nodes
+        for i, n in enumerate(order):
+            pos[n] = i
+    w = _Window(graph, t, order, lo, hi, base, pos)
+    limit = budget.left() if budget is not None else 1 << 62
+    if max_work is not None:
+        limit = min(limit, max_work)
+    local, peak, proved, lower, work = w.search(ub, limit, budget, deadline)
     if local is None:
-        return WindowResult(None, None, proved, lower)
+        return WindowResult(None, None, proved, lower, work=work)
     new = list(order)
     new[lo:hi] = [w.nodes[i] for i in local]
-    return WindowResult(new, peak, proved, lower, *w.replay(local))
+    return WindowResult(new, peak, proved, lower, *w.replay(local), work=work)
 
 
 class _Window:
     """The window as bitmask tables over local indices ``0..k-1`` (``order[lo + i]``)."""
 
     def __init__(self, graph: Graph, t: MemTables, order: Sequence[int], lo: int, hi: int,
-                 base: int) -> None:
-        pos = {v: i for i, v in enumerate(order)}
+                 base: int, pos: Sequence[int]) -> None:
         self.nodes = nodes = list(order[lo:hi])
         k = len(nodes)
         pred, frees, keep, inb = [0] * k, [], [0] * k, [0] * k
@@ -176,8 +198,11 @@ class _Window:
                 return keep + self.spike[i] + self.inb[i]
         return 0
 
-    def search(self, ub: int, deadline: float | None) -> tuple[list[int] | None, int | None, bool, int]:
-        """Best-first search for a window order with peak < ``ub``: (order, peak, proved, lower).
+    def search(self, ub: int, limit: int, budget: Budget | None, deadline: float | None
+               ) -> tuple[list[int] | None, int | None, bool, int, int]:
+        """Best-first search for a window order with peak < ``ub``:
+        (order, peak, proved, lower, work).  Stops unproved after ``limit`` work units,
+        when ``budget`` is capped, or at ``deadline``.
 
         Single-child rule (exchange argument): if ready ``n`` has ``live_after <= live``
         then in every superset ``T`` of the state running ``n`` also does not raise the
@@ -191,7 +216,8 @@ class _Window:
         full = (1 << k) - 1
         start_f = max(self.keep_total, self._h(0, self.base_keep))
         if start_f >= ub:
-            return None, None, True, ub
+            return None, None, True, ub, 1
+        work, charged = 1, 0
         ready0 = sum(1 << i for i in range(k) if not pred[i])
         best = {0: 0}                                       # state -> lowest g reaching it
         info = {0: (self.base, self.base_keep, ready0)}     # state -> (live, keep, ready mask)
@@ -207,9 +233,18 @@ class _Window:
                 while s:
                     s, i = parent[s]
                     path.append(i)
-                return path[::-1], g, True, g
-            if deadline is not None and time.perf_counter() > deadline:    # ~0.1 us, each pop
-                return None, None, False, min(f, ub)
+                if budget is not None:
+                    budget.spend(work - charged)
+                return path[::-1], g, True, g, work
+            if work >= limit or (deadline is not None and time.perf_counter() > deadline):
+                if budget is not None:
+                    budget.spend(work - charged)
+                return None, None, False, min(f, ub), work
+            if budget is not None and work - charged >= CLOCK_EVERY:     # reads the clock
+                budget.spend(work - charged)
+                charged = work
+                if budget.capped:
+                    return None, None, False, min(f, ub), work
             live, keep, ready = info[s]
             kids, min_spike, r = [], None, ready
             while r:
@@ -224,6 +259,7 @@ class _Window:
                 kids.append((i, s2, live + spike[i], after))
                 if min_spike is None or spike[i] < min_spike:
                     min_spike = spike[i]
+            work += 1 + len(kids)
             for kid in kids:
                 if kid[3] <= live and (spike[kid[0]] == min_spike or kid[2] <= g):
                     kids = [kid]
@@ -242,4 +278,151 @@ class _Window:
                         ready2 |= 1 << j
                 best[s2], info[s2], parent[s2] = g2, (after, keep2, ready2), (s, i)
                 heapq.heappush(heap, (f2, negd - 1, s2, g2))
-        return None, None, True, ub
+        if budget is not None:
+            budget.spend(work - charged)
+        return None, None, True, ub, work
+
+
+def tree_parents(graph: Graph) -> list[int] | None:
+    """``parent[n]``: the one node reading ``n``'s outputs (-1 if none), when the graph is
+    an in-forest; else None.  Extra dependencies are allowed only when the forest
+    already implies them (``d`` inside the subtree of ``n``).  O(N + E).
+
+    Examples
+    --------
+    >>> g = Graph([[0], [0], [1, 2]], [[1], [2], [3]], size=[0, 4, 4, 1], pinned=[3])
+    >>> tree_parents(g)
+    [2, 2, -1]
+    """
+    n_nodes = graph.n_nodes
+    parent = [-1] * n_nodes
+    for m, outs in enumerate(graph.node_outputs):
+        for v in outs:
+            for r in graph.readers[v]:
+                if parent[m] == -1:
+                    parent[m] = r
+                elif parent[m] != r:
+                    return None
+    if any(graph.extra_deps):
+        post = [0] * n_nodes        # post[m]: postorder number; subtree(m) = [low[m], post[m]]
+        low = [0] * n_nodes
+        kids: list[list[int]] = [[] for _ in range(n_nodes)]
+        for m in range(n_nodes):
+            if parent[m] >= 0:
+                kids[parent[m]].append(m)
+        count = 0
+        for r in range(n_nodes):
+            if parent[r] != -1:
+                continue
+            stack = [(r, 0, count)]
+            while stack:
+                m, k, first = stack.pop()
+                if k < len(kids[m]):
+                    stack.append((m, k + 1, first))
+                    stack.append((kids[m][k], 0, count))
+                else:
+                    low[m], post[m] = first, count
+                    count += 1
+        for m, deps in enumerate(graph.extra_deps):
+            if any(not low[m] <= post[d] < post[m] for d in deps):
+                return None
+    return parent
+
+
+def tree_schedule(graph: Graph, t: MemTables, budget: Budget | None = None
+                  ) -> tuple[list[int], int] | None:
+    """Liu's min-peak order of an in-forest, with its peak; None if ``graph`` is not one
+    (see :func:`tree_parents`) or ``budget`` runs out.
+
+    Every buffer then belongs to one subtree until that subtree's parent runs, so the
+    live bytes are the sum of each subtree's own profile.  A subtree's optimal
+    profile is kept as its *hill-valley segments* ``(H1, V1), (H2, V2), ...`` (H1 the
+    highest step, V1 the lowest level after it, and so on; H decreasing, V
+    increasing).  A node's order interleaves its children's segments by decreasing
+    ``H - V`` (Liu 1987) and then runs the node.  The memory model's
+    aliases (a view keeps its input's buffer until the view's last reader: the
+    buffer stays in the subtree's residual), pinned and unread outputs (in the
+    residual forever) and workspace (in the node's own hill) keep this additive,
+    so the result is optimal for :func:`~.memory.peak`
+    (``tests/test_schedule.py`` checks it against brute force).
+
+    Complexity O(N log N) on typical trees, O(N^2 log N) worst case; one work unit
+    per segment handled.
+
+    Examples
+    --------
+    >>> from theano_lowmem.core.sched_model import mem_tables
+    >>> g = Graph([[0], [0], [1], [2], [3, 4]], [[1], [2], [3], [4], [5]],
+    ...           size=[0, 8, 8, 1, 1, 1], pinned=[5])
+    >>> tree_schedule(g, mem_tables(g))
+    ([0, 2, 1, 3, 4], 10)
+    """
+    parent = tree_parents(graph)
+    if parent is None:
+        return None
+    n_nodes = graph.n_nodes
+    limit = budget.left() if budget is not None else 1 << 62
+    work = n_nodes
+    kids: list[list[int]] = [[] for _ in range(n_nodes)]
+    for m in range(n_nodes):
+        if parent[m] >= 0:
+            kids[parent[m]].append(m)
+    # the topmost reader of a buffer (readers form a chain of ancestors) frees it
+    topo = graph.topological_order()
+    tpos = [0] * n_nodes
+    for i, m in enumerate(topo):
+        tpos[m] = i
+    freed = [0] * n_nodes
+    for b, rd in t.readers.items():
+        freed[max(rd, key=tpos.__getitem__)] += t.size[b]
+    segs: list[list[tuple[int, int, object]] | None] = [None] * n_nodes
+
+    def merge(children: list[int], stack: list[tuple[int, int, object]]) -> int:
+        """Interleave the children's segments by decreasing H - V onto ``stack``; return the level."""
+        cands = []
+        for j, c in enumerate(children):
+            for k, (h, v, rope) in enumerate(segs[c]):
+                cands.append((v - h, j, k, h, v, rope))
+            segs[c] = None
+        cands.sort()
+        cur = [0] * len(children)
+        total = 0
+        for _, j, _, h, v, rope in cands:
+            push(stack, total - cur[j] + h, total + v - cur[j], rope)
+            total += v - cur[j]
+            cur[j] = v
+        return total
+
+    def push(stack: list[tuple[int, int, object]], h: int, v: int, rope: object) -> None:
+        stack.append((h, v, rope))
+        while len(stack) > 1 and (stack[-2][0] <= stack[-1][0] or stack[-2][1] >= stack[-1][1]):
+            h2, v2, r2 = stack.pop()
+            h1, _, r1 = stack.pop()
+            stack.append((max(h1, h2), v2, (r1, r2)))
+
+    for m in topo:
+        work += 1 + sum(len(segs[c]) for c in kids[m])
+        if work > limit:
+            if budget is not None:
+                budget.spend(work)
+            return None
+        stack: list[tuple[int, int, object]] = []
+        total = merge(kids[m], stack)
+        push(stack, total + t.spike[m], total + t.alloc[m] - freed[m], m)
+        segs[m] = stack
+    roots = [m for m in range(n_nodes) if parent[m] == -1]
+    work += sum(len(segs[r]) for r in roots)
+    top: list[tuple[int, int, object]] = []
+    merge(roots, top)
+    order: list[int] = []
+    todo = [r for _, _, r in reversed(top)]
+    while todo:
+        x = todo.pop()
+        if isinstance(x, int):
+            order.append(x)
+        else:
+            todo.append(x[1])
+            todo.append(x[0])
+    if budget is not None:
+        budget.spend(work + n_nodes)
+    return order, max((h for h, _, _ in top), default=0)
