@@ -314,3 +314,27 @@ def test_scan_inner_function_uses_the_linker():
     for xs, ws in SHAPES[:3]:
         args = (RNG.rand(*xs), RNG.rand(*ws))
         assert_same(f(*args), ref(*args))
+
+
+def test_scan_inner_function_gets_the_linker_from_the_outer_function():
+    """``theano.scan`` without ``mode=``: the inner mode is the default one; the outer
+    LowMemLinker swaps the inner linker class (keeping allow_gc=False) before make_thunk."""
+    from theano.scan_module.scan_op import Scan
+    x, W = T.matrix("x"), T.matrix("W")
+
+    def step(h, W):
+        for _ in range(3):
+            h = T.tanh(T.dot(h, W))
+        return h
+    results = []
+    for m in (mode("cvm_lowmem_nogc"), mode("cvm_nogc")):
+        seq, _ = theano.scan(step, outputs_info=[x], non_sequences=[W], n_steps=3)
+        results.append(theano.function([x, W], [seq[-1], seq.sum()], mode=m))
+    f, ref = results
+    op = [n.op for n in f.maker.fgraph.apply_nodes if isinstance(n.op, Scan)][0]
+    assert type(op.fn.maker.linker) is LowMemLinker and not op.fn.maker.linker.allow_gc
+    op_ref = [n.op for n in ref.maker.fgraph.apply_nodes if isinstance(n.op, Scan)][0]
+    assert type(op_ref.fn.maker.linker) is not LowMemLinker
+    for xs, ws in SHAPES[:3]:
+        args = (RNG.rand(*xs), RNG.rand(*ws))
+        assert_same(f(*args), ref(*args))

@@ -157,6 +157,7 @@ class LowMemLinker(VM_Linker):
     def make_all(self, profiler=None, input_storage=None, output_storage=None, storage_map=None):
         fgraph = self.fgraph
         warn = bool(_flag("lowmem_warn", True))
+        use_in_scans(fgraph, self)
         try:
             ensure_destroy_handler(fgraph)
         except Exception as exc:   # an invalid inplace graph: Theano's own checks will report it
@@ -281,6 +282,30 @@ class LowMemLinker(VM_Linker):
             post_thunk_clear = ptc
         return super().make_vm(nodes, thunks, input_storage, output_storage, storage_map,
                                post_thunk_clear, computed, compute_map, updated_vars)
+
+
+def use_in_scans(fgraph, linker: "LowMemLinker") -> None:
+    """Give scan nodes whose inner function is not compiled yet a LowMemLinker too.
+
+    Scan compiles its inner function in ``make_thunk`` (scan_op.py:860-866),
+    which ``VM_Linker.make_all`` calls after this, with its own mode
+    (``Scan.__init__``: ``get_mode(self.mode).clone(link_kwargs=dict(allow_gc=
+    self.allow_gc))``, scan_op.py:174-186), not the outer function's.  Keep the
+    inner mode's optimizer and the inner linker's arguments; only the class changes.
+    """
+    from theano.scan_module.scan_op import Scan
+    from .activate import _linker_kwargs
+    for node in fgraph.apply_nodes:
+        op = node.op
+        if not isinstance(op, Scan) or getattr(op, "fn", None):
+            continue
+        inner = op.mode_instance
+        if isinstance(inner.linker, LowMemLinker) or not isinstance(inner.linker, VM_Linker):
+            continue
+        kwargs = _linker_kwargs(inner.linker)
+        new = LowMemLinker(share=linker.share, check_plan=linker.check_plan,
+                           share_by=linker.share_by, **kwargs)
+        op.mode_instance = theano.Mode(linker=new, optimizer=inner.provided_optimizer)
 
 
 def _broken_supplied_sharing(supplied: dict, fgraph, model, lts) -> list:
