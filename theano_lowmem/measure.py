@@ -32,11 +32,20 @@ class Measured:
     held : int
         Bytes of distinct arrays left in the function's intermediate storage
         cells after the call (inputs and outputs excluded).
+    held_before : int
+        The same, before the call (with ``allow_gc=False``, last call's arrays).
     """
 
     peak: int
     retained: int
     held: int
+    held_before: int = 0
+
+    @property
+    def in_use(self) -> int:
+        """Intermediate bytes in use at the call's high-water mark: what the
+        function held before the call plus what the call allocated at its peak."""
+        return self.held_before + self.peak
 
 
 def _numpy_bytes() -> int:
@@ -91,6 +100,7 @@ def measure_call(f, *args, **kwargs) -> Measured:
         tracemalloc.start()
     try:
         gc.collect()
+        held_before = held_bytes(f)
         before_np = _numpy_bytes()
         base = tracemalloc.get_traced_memory()[0]
         tracemalloc.reset_peak()
@@ -98,7 +108,8 @@ def measure_call(f, *args, **kwargs) -> Measured:
         peak = tracemalloc.get_traced_memory()[1] - base
         retained = _numpy_bytes() - before_np
         del out
-        return Measured(peak=max(peak, 0), retained=retained, held=held_bytes(f))
+        return Measured(peak=max(peak, 0), retained=retained, held=held_bytes(f),
+                        held_before=held_before)
     finally:
         if started:
             tracemalloc.stop()
