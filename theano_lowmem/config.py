@@ -73,8 +73,8 @@ _SPECS: tuple[Flag, ...] = (
          "When the switch is on, let the sharing linker give same-type intermediates with "
          "disjoint lifetimes one storage cell (false: order only).",
          _parse_bool("lowmem_share")),
-    Flag("lowmem_time_budget", 1.0,
-         "Seconds the scheduler may spend on one graph before keeping its best order so far (> 0).",
+    Flag("lowmem_time_budget", 0.25,
+         "Scheduler budget per graph, in seconds of deterministic work (calibrated units, so the same graph always gets the same order; a wall-clock cap of 2x + 0.1 s is the only fallback). Past it the best order so far is kept (> 0).",
          _parse_positive_float("lowmem_time_budget", "a positive number of seconds")),
     Flag("lowmem_exact_max_nodes", 20,
          "Graphs with at most this many apply nodes are scheduled by the exact (optimal) "

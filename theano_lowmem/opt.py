@@ -218,7 +218,7 @@ class LowMemOpt(Optimizer):
             baseline = nodes
         model = model_of_fgraph(fgraph, baseline)
         result = schedule(model.graph, baseline=range(len(baseline)),
-                          time_budget=float(_flag("lowmem_time_budget", 1.0)),
+                          time_budget=float(_flag("lowmem_time_budget", 0.25)),
                           exact_max_nodes=int(_flag("lowmem_exact_max_nodes", 20)))
         order = list(result.order)
         exact_sizes = all(model.exact[b] for b in model.graph.buffers)
@@ -228,7 +228,8 @@ class LowMemOpt(Optimizer):
         info = dict(method=result.method if robust else "baseline (not robust to sizes)",
                     peak=result.peak, baseline_peak=result.baseline_peak,
                     optimal=result.optimal, lower_bound=result.lower_bound,
-                    schedule_seconds=result.elapsed, pass_seconds=time.perf_counter() - t0,
+                    schedule_seconds=result.elapsed, work=result.work, capped=result.capped,
+                    pass_seconds=time.perf_counter() - t0,
                     exact_sizes=exact_sizes, robust=robust)
         attach_order(fgraph, [model.nodes[i] for i in order], info)
 

@@ -20,7 +20,7 @@ at once, as the only successor.
 
 The number of states is at most the number of down-sets of the window
 (``2**k`` for ``k`` independent nodes), O(k) work each; a deterministic work
-limit (:class:`~.sched_model.Budget`, 1 + children per state expanded) bounds it.
+limit (:class:`~.sched_model.Budget`, 2 + 2 per child for each state expanded) bounds it.
 
 :func:`tree_schedule` is Liu's exact algorithm for in-forests (every node's
 outputs read by at most one node), used whenever the graph is one.
@@ -58,7 +58,7 @@ class WindowResult:
     lower: int
     during: tuple[int, ...] = ()    # the window's new ``during`` / ``after`` bytes, step by step
     after: tuple[int, ...] = ()
-    work: int = 0                   # work units spent (states expanded + children)
+    work: int = 0                   # work units spent (2 + 2 per child, per state expanded)
 
 
 def cut_positions(graph: Graph, order: Sequence[int]) -> list[int]:
@@ -259,7 +259,7 @@ class _Window:
                 kids.append((i, s2, live + spike[i], after))
                 if min_spike is None or spike[i] < min_spike:
                     min_spike = spike[i]
-            work += 1 + len(kids)
+            work += 2 + 2 * len(kids)
             for kid in kids:
                 if kid[3] <= live and (spike[kid[0]] == min_spike or kid[2] <= g):
                     kids = [kid]
@@ -283,10 +283,11 @@ class _Window:
         return None, None, True, ub, work
 
 
-def tree_parents(graph: Graph) -> list[int] | None:
+def tree_parents(graph: Graph, *, extra_deps: bool = True) -> list[int] | None:
     """``parent[n]``: the one node reading ``n``'s outputs (-1 if none), when the graph is
     an in-forest; else None.  Extra dependencies are allowed only when the forest
-    already implies them (``d`` inside the subtree of ``n``).  O(N + E).
+    already implies them (``d`` inside the subtree of ``n``), or ignored when
+    ``extra_deps`` is False.  O(N + E).
 
     Examples
     --------
@@ -303,7 +304,7 @@ def tree_parents(graph: Graph) -> list[int] | None:
                     parent[m] = r
                 elif parent[m] != r:
                     return None
-    if any(graph.extra_deps):
+    if extra_deps and any(graph.extra_deps):
         post = [0] * n_nodes        # post[m]: postorder number; subtree(m) = [low[m], post[m]]
         low = [0] * n_nodes
         kids: list[list[int]] = [[] for _ in range(n_nodes)]
@@ -329,10 +330,12 @@ def tree_parents(graph: Graph) -> list[int] | None:
     return parent
 
 
-def tree_schedule(graph: Graph, t: MemTables, budget: Budget | None = None
-                  ) -> tuple[list[int], int] | None:
+def tree_schedule(graph: Graph, t: MemTables, budget: Budget | None = None, *,
+                  extra_deps: bool = True) -> tuple[list[int], int] | None:
     """Liu's min-peak order of an in-forest, with its peak; None if ``graph`` is not one
-    (see :func:`tree_parents`) or ``budget`` runs out.
+    (see :func:`tree_parents`) or ``budget`` runs out.  With ``extra_deps=False`` the
+    extra dependencies are ignored: the order may then break them (see
+    :func:`repair_order`) and the peak is that of the forest alone.
 
     Every buffer then belongs to one subtree until that subtree's parent runs, so the
     live bytes are the sum of each subtree's own profile.  A subtree's optimal
@@ -357,7 +360,7 @@ def tree_schedule(graph: Graph, t: MemTables, budget: Budget | None = None
     >>> tree_schedule(g, mem_tables(g))
     ([0, 2, 1, 3, 4], 10)
     """
-    parent = tree_parents(graph)
+    parent = tree_parents(graph, extra_deps=extra_deps)
     if parent is None:
         return None
     n_nodes = graph.n_nodes
@@ -368,7 +371,7 @@ def tree_schedule(graph: Graph, t: MemTables, budget: Budget | None = None
         if parent[m] >= 0:
             kids[parent[m]].append(m)
     # the topmost reader of a buffer (readers form a chain of ancestors) frees it
-    topo = graph.topological_order()
+    topo = graph.topological_order() if extra_deps else _data_topo(parent, kids)
     tpos = [0] * n_nodes
     for i, m in enumerate(topo):
         tpos[m] = i
@@ -426,3 +429,47 @@ def tree_schedule(graph: Graph, t: MemTables, budget: Budget | None = None
     if budget is not None:
         budget.spend(work + n_nodes)
     return order, max((h for h, _, _ in top), default=0)
+
+
+def _data_topo(parent: list[int], kids: list[list[int]]) -> list[int]:
+    """A postorder of the forest ``parent`` (children before parents)."""
+    order: list[int] = []
+    for r in range(len(parent)):
+        if parent[r] != -1:
+            continue
+        stack = [(r, 0)]
+        while stack:
+            m, k = stack.pop()
+            if k < len(kids[m]):
+                stack.append((m, k + 1))
+                stack.append((kids[m][k], 0))
+            else:
+                order.append(m)
+    return order
+
+
+def repair_order(graph: Graph, order: Sequence[int]) -> list[int]:
+    """The valid order closest to ``order``: Kahn's algorithm, earliest position in
+    ``order`` first.  Returns ``order`` itself when it is already valid.  O((N + E) log N).
+
+    Examples
+    --------
+    >>> g = Graph([[0], [0]], [[1], [2]], size=[0, 1, 1], extra_deps=[[1], []])
+    >>> repair_order(g, [0, 1])
+    [1, 0]
+    """
+    rank = [0] * graph.n_nodes
+    for i, n in enumerate(order):
+        rank[n] = i
+    indeg = [len(p) for p in graph.preds]
+    heap = [(rank[n], n) for n in range(graph.n_nodes) if not indeg[n]]
+    heapq.heapify(heap)
+    out: list[int] = []
+    while heap:
+        _, n = heapq.heappop(heap)
+        out.append(n)
+        for s in graph.succs[n]:
+            indeg[s] -= 1
+            if not indeg[s]:
+                heapq.heappush(heap, (rank[s], s))
+    return out

@@ -262,13 +262,22 @@ def kahn(graph: Graph, t: MemTables) -> list[int]:
     return graph.topological_order()
 
 
-#: name -> heuristic, in the order ``schedule`` tries them (cheapest, most useful first).
+#: name -> heuristic, in the order ``schedule`` tries them (most useful per unit of work
+#: first, on ``benchmarks/bench_schedule.py``: ``schedule`` stops the list when the
+#: budget cannot pay for the next one).
 HEURISTICS: dict[str, Callable[[Graph, MemTables], list[int]]] = {
     "greedy-freed": list_freed,
-    "lpmf": lpmf,
     "dfs-subtree": dfs_subtree,
+    "lpmf": lpmf,
+    "dfs-inductor": dfs_inductor,
     "postorder": postorder,
     "bfs": bfs,
-    "dfs-inductor": dfs_inductor,
     "kahn": kahn,
+}
+
+#: name -> work units per ``MemTables.edges`` (nodes + edges) charged for running it:
+#: measured cost on the benchmark families, rounded up (see :data:`.sched_model.WORK_PER_SECOND`).
+HEURISTIC_COST: dict[str, int] = {
+    "greedy-freed": 2, "dfs-subtree": 3, "lpmf": 3, "dfs-inductor": 2, "postorder": 1, "bfs": 2,
+    "kahn": 1,
 }

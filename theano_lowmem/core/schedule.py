@@ -1,14 +1,23 @@
 """Execution orders that minimise the peak of :func:`theano_lowmem.core.memory.peak`.
 
 :func:`schedule` scores candidates with the one memory model and keeps the
-best: the baseline order (what Theano would run), the fast heuristics of
-:mod:`.sched_heuristics` (XLA list / DFS / post-order, Inductor LPMF / BFS /
-DFS, Kahn), then spends the rest of the time budget on exact search
-(:mod:`.sched_exact`): the whole graph when it is small, otherwise the segment
-between two cut nodes that holds the peak step, otherwise sliding windows of
-the best order around the peak step, growing when stuck.  Every candidate is
-scored with :func:`~.memory.simulate`, so bytes live across a window or a cut
-are always accounted for.
+best: the baseline order (what Theano would run); Liu's exact algorithm when
+the graph is an in-forest (:func:`.sched_exact.tree_schedule`; when only extra
+dependencies spoil the forest, Liu's order repaired to respect them); the fast
+heuristics of :mod:`.sched_heuristics` (XLA list / DFS / post-order, Inductor
+LPMF / BFS / DFS, Kahn); then exact search (:mod:`.sched_exact`) on the whole
+graph when it is small, otherwise on the segment between two cut nodes that
+holds the peak step, otherwise on windows of the best order around the peak
+step, growing until a whole sweep of sizes finds nothing better (a local
+optimum).  Candidates are scored with :func:`.sched_model.fast_trace`, which the
+tests check against :func:`~.memory.simulate`, so bytes live across a window or
+a cut are always accounted for.
+
+Determinism: every search counts its work in units (:class:`.sched_model.Budget`,
+``time_budget * WORK_PER_SECOND`` of them), so the same arguments give the same
+order on a loaded machine as on an idle one.  The wall clock is only a safety
+cap at ``2 * time_budget + 0.1`` s; hitting it (``Schedule.capped``) is the one
+source of non-determinism.
 
 References
 ----------
@@ -30,11 +39,19 @@ from typing import Sequence
 
 from .graph import Graph, GraphError
 from .memory import simulate
-from .sched_exact import cut_positions, solve_window
-from .sched_heuristics import HEURISTICS
-from .sched_model import MemTables, mem_tables, static_lower_bound
+from .sched_exact import (cut_positions, repair_order, solve_window, tree_parents,
+                          tree_schedule)
+from .sched_heuristics import HEURISTIC_COST, HEURISTICS
+from .sched_model import Budget, MemTables, fast_peak, fast_trace, mem_tables, static_lower_bound
 
 __all__ = ["Schedule", "schedule", "exact_schedule", "brute_force_peak", "heuristic_orders"]
+
+#: Work units one exact window search may spend, as a fraction of the whole budget
+#: (``budget // WINDOW_SHARE``): a window that cannot be settled within it counts as "no
+#: improvement", so a hard window cannot eat the budget of the rest of the sweep.  A
+#: whole cut segment (which can prove the order optimal) may spend ``budget // SEGMENT_SHARE``.
+WINDOW_SHARE = 8
+SEGMENT_SHARE = 2
 
 
 @dataclass(frozen=True)
@@ -43,9 +60,11 @@ class Schedule:
 
     ``order``: node ids, a valid order of the graph; ``peak`` ==
     ``memory.peak(graph, order)``; ``method``: the candidate it came from
-    (``'baseline'``, a heuristic name, ``'exact'``, ``'segment'``, ``'window'``);
+    (``'baseline'``, ``'tree'``, ``'tree+deps'``, a heuristic name, ``'exact'``, ``'segment'``, ``'window'``);
     ``optimal``: proven optimal; ``lower_bound``: proven lower bound on the optimum;
-    ``baseline_peak``: peak of the given baseline; ``elapsed``: seconds spent.
+    ``baseline_peak``: peak of the given baseline; ``elapsed``: seconds spent;
+    ``work``: work units spent (deterministic); ``capped``: the wall-clock safety cap
+    stopped the search (the only case where the result may depend on the machine).
     """
 
     order: tuple[int, ...]
@@ -55,6 +74,8 @@ class Schedule:
     lower_bound: int
     baseline_peak: int | None
     elapsed: float
+    work: int = 0
+    capped: bool = False
 
 
 def heuristic_orders(graph: Graph, tables: MemTables | None = None) -> dict[str, list[int]]:
@@ -81,20 +102,24 @@ def schedule(graph: Graph, *, baseline: Sequence[int] | None = None, time_budget
         The order Theano would run.  It is a candidate, so the result's peak is
         never above its peak.
     time_budget : float
-        Seconds to spend.  The first heuristic always runs, the others while the
-        budget lasts; exact search stops at the budget and the best order found so
-        far is returned (the final re-score may overrun it by one ``simulate``).
+        Size of the search, in seconds of this project's reference machine: the
+        search may do ``time_budget * WORK_PER_SECOND`` work units
+        (:class:`.sched_model.Budget`), whatever the machine's speed or load.  The
+        baseline, the tables and the first heuristic always run; the other
+        heuristics while the budget can pay for them; then exact search until a
+        local optimum, a proof of optimality, or the end of the budget.  A safety cap
+        stops everything after ``2 * time_budget + 0.1`` wall-clock seconds.
     exact_max_nodes : int
         Graphs up to this many nodes are searched exactly as a whole; larger ones by
         cut segments of up to this many nodes and by windows starting at this size.
     seed : int
-        Reserved for randomised candidates; the result depends only on
-        ``(graph, baseline, budget, exact_max_nodes, seed)`` and on time only through
-        how far the search gets within the budget.
+        Reserved for randomised candidates (unused).
 
     Returns
     -------
     Schedule
+        The same for the same ``(graph, baseline, time_budget, exact_max_nodes, seed)``
+        unless ``capped``.
 
     Raises
     ------
@@ -103,8 +128,9 @@ def schedule(graph: Graph, *, baseline: Sequence[int] | None = None, time_budget
 
     Notes
     -----
-    Heuristics: O((N + E) log N) each.  Exact search: exponential in the
-    window's width, bounded by the budget.
+    Tables and heuristics: O((N + E) log N) each; trees: Liu's algorithm,
+    O(N log N) typically.  Exact search: exponential in the window's width,
+    bounded by the budget.
 
     Examples
     --------
@@ -115,53 +141,81 @@ def schedule(graph: Graph, *, baseline: Sequence[int] | None = None, time_budget
     ((0, 2, 1, 3), 10, 17, True)
     """
     t0 = time.perf_counter()
-    deadline = t0 + time_budget
+    budget = Budget.for_seconds(time_budget)
     tables = mem_tables(graph)
+    budget.spend(2 * tables.edges)
     cands: list[tuple[int, int, str, list[int]]] = []   # (peak, rank, method, order)
     base_peak = None
     if baseline is not None:
         graph.check_order(baseline)
-        base_peak = simulate(graph, baseline, check=False).peak
+        base_peak = fast_peak(tables, baseline)
         cands.append((base_peak, 0, "baseline", list(baseline)))
-    score_time = 0.0
-    for rank, (name, h) in enumerate(HEURISTICS.items(), 1):
-        if rank > 1 and time.perf_counter() > deadline:
-            break
-        order = h(graph, tables)
-        t1 = time.perf_counter()
-        cands.append((simulate(graph, order, check=False).peak, rank, name, order))
-        score_time = time.perf_counter() - t1
-    best_peak, _, method, best = min(cands)
+        budget.spend(2 * tables.edges)
     lower = static_lower_bound(tables)
+    # Liu's algorithm is exact on in-forests and costs about as much as a heuristic,
+    # so it always gets at least that much work, even from a zero budget
+    tree_budget = Budget(max(budget.left(), 8 * tables.edges), budget.cap)
+    tree = tree_schedule(graph, tables, tree_budget)
+    relaxed = None
+    if tree is None and any(graph.extra_deps) and tree_parents(graph, extra_deps=False):
+        relaxed = tree_schedule(graph, tables, tree_budget, extra_deps=False)
+    budget.spend(tree_budget.spent)
+    budget.capped |= tree_budget.capped
+    if tree is not None:                   # exact on in-forests: nothing else to search
+        order = tree[0]
+        tree_peak = fast_peak(tables, order)
+        cands.append((tree_peak, 1, "tree", order))
+        lower = max(lower, tree_peak) if tree_peak == tree[1] else lower
+    else:
+        if relaxed is not None:            # a forest but for extra deps: Liu, then repaired
+            order = repair_order(graph, relaxed[0])
+            cands.append((fast_peak(tables, order), 1, "tree+deps", order))
+            budget.spend(3 * tables.edges)
+        for rank, (name, h) in enumerate(HEURISTICS.items(), 2):
+            cost = (HEURISTIC_COST[name] + 1) * tables.edges    # run + score
+            if rank > 2 and budget.left() < cost:
+                break
+            order = h(graph, tables)
+            cands.append((fast_peak(tables, order), rank, name, order))
+            budget.spend(cost)
+    best_peak, _, method, best = min(cands)
     optimal = best_peak <= lower
     if not optimal and graph.n_nodes:
-        # leave time for the final re-score
         best, best_peak, method, optimal, lower = _improve(
-            graph, tables, best, best_peak, method, lower, exact_max_nodes, deadline - score_time)
-        best_peak = simulate(graph, best, check=False).peak    # authoritative re-score
+            graph, tables, best, best_peak, method, lower, exact_max_nodes, budget)
+    best_peak = fast_peak(tables, best)
     return Schedule(tuple(best), best_peak, method, optimal, min(lower, best_peak), base_peak,
-                    time.perf_counter() - t0)
+                    time.perf_counter() - t0, budget.spent, budget.capped)
 
 
 def _improve(graph: Graph, tables: MemTables, best: list[int], best_peak: int, method: str,
-             lower: int, max_nodes: int, deadline: float) -> tuple[list[int], int, str, bool, int]:
+             lower: int, max_nodes: int, budget: Budget) -> tuple[list[int], int, str, bool, int]:
     """Exact search on the cut segment holding the peak step, else on windows around it.
 
     A segment ``[lo, hi)`` between cut positions has a forced prefix, so its own
     optimum is a lower bound on the whole graph's, and proving that it cannot go
     below the current peak proves the current order optimal.  A window is any
     ``[lo, hi)`` of the current order (prefix and suffix held fixed).  Each success
-    lowers the peak or the number of steps at the peak, so the loop ends; when no
-    window around the peak step helps, the width doubles up to the segment's size.
+    lowers the peak or the number of steps at the peak and restarts the sweep at the
+    smallest width; when no window around the peak step helps, the width doubles up
+    to the segment's size, and a sweep that ends without success is a local optimum:
+    the search stops there, whatever budget is left.  Each window may spend at most
+    ``1 / WINDOW_SHARE`` of the budget (a whole segment ``1 / SEGMENT_SHARE``); once a
+    window of some width exhausts its share without success, wider ones are not tried.
     """
     n = graph.n_nodes
+    budget.spend(2 * tables.edges)
     cuts = cut_positions(graph, best)
     bounds = sorted({0, n, *cuts, *(c + 1 for c in cuts)})
-    width = max(max_nodes, 2)
+    w0 = width = max(max_nodes, 2)
+    window_work = None if budget.limit is None else max(budget.limit // WINDOW_SHARE, 1)
+    seg_work = None if budget.limit is None else max(budget.limit // SEGMENT_SHARE, 1)
     tried: set[tuple[int, int]] = set()
-    trace = simulate(graph, best, check=False)
-    during, after = list(trace.during), list(trace.after)
-    while time.perf_counter() < deadline:
+    during, after = fast_trace(tables, best)
+    pos = [0] * n
+    for i, v in enumerate(best):
+        pos[v] = i
+    while not budget.exhausted:
         p = during.index(best_peak)
         i = bisect.bisect_right(bounds, p)
         seg, seg_end = bounds[i - 1], bounds[i]
@@ -169,30 +223,36 @@ def _improve(graph: Graph, tables: MemTables, best: list[int], best_peak: int, m
         for lo in (p - width // 2, p - width + 1, p):
             lo = min(max(lo, seg), max(seg_end - width, seg))
             spans.append((lo, min(lo + width, seg_end)))
-        improved = False
+        improved, settled = False, True
         for lo, hi in dict.fromkeys(spans):
             if (lo, hi) in tried:
                 continue
             tried.add((lo, hi))
-            r = solve_window(graph, tables, best, lo, hi, base=after[lo - 1] if lo else 0,
-                             ub=best_peak, deadline=deadline)
             whole_seg = (lo, hi) == (seg, seg_end)
+            r = solve_window(graph, tables, best, lo, hi, base=after[lo - 1] if lo else 0, ub=best_peak,
+                             budget=budget, max_work=seg_work if whole_seg else window_work, pos=pos)
             if r.order is not None:
                 # prefix and suffix steps are unchanged: patch the window's bytes only
                 best, improved = r.order, True
                 during[lo:hi], after[lo:hi] = r.during, r.after
+                for j in range(lo, hi):
+                    pos[best[j]] = j
                 best_peak = max(during)
                 method = "exact" if (lo, hi) == (0, n) else "segment" if whole_seg else "window"
                 tried.clear()
+                width = w0
                 break
             if whole_seg and r.proved:     # the peak step's segment cannot go below best_peak
                 return best, best_peak, method, True, best_peak
             if whole_seg:
                 lower = max(lower, r.lower)
-            if time.perf_counter() > deadline:
+            settled = settled and r.proved
+            if budget.exhausted:
                 break
         if not improved:
-            if width >= seg_end - seg:
+            # a whole sweep found nothing (a local optimum), or windows of this width already
+            # outgrow their work share (wider ones, holding them, would too): stop
+            if width >= seg_end - seg or not settled:
                 break
             width = min(2 * width, seg_end - seg)
     return best, best_peak, method, False, lower
@@ -200,14 +260,16 @@ def _improve(graph: Graph, tables: MemTables, best: list[int], best_peak: int, m
 
 def exact_schedule(graph: Graph, *, time_budget: float | None = None,
                    upper_bound: int | None = None) -> Schedule:
-    """Min-peak order by exact search over the whole graph.
+    """Min-peak order by exact search over the whole graph (Liu's algorithm on in-forests).
 
     Parameters
     ----------
     graph : Graph
     time_budget : float, optional
-        Seconds; when they run out the best order found so far (at worst the best
-        heuristic's) is returned with ``optimal=False``.
+        Size of the search, as for :func:`schedule` (deterministic work units, with a
+        wall-clock cap at twice that plus 0.1 s); when it runs out the best order
+        found so far (at worst the best heuristic's) is returned with ``optimal=False``.
+        None: no limit.
     upper_bound : int, optional
         Search only for orders with peak below ``upper_bound`` (and below the best
         heuristic's peak).
@@ -215,7 +277,8 @@ def exact_schedule(graph: Graph, *, time_budget: float | None = None,
     Returns
     -------
     Schedule
-        ``method='exact'`` when the search found the order, else the heuristic's name.
+        ``method='exact'`` when the search found the order, ``'tree'`` for an in-forest,
+        else the heuristic's name.
 
     Notes
     -----
@@ -229,17 +292,22 @@ def exact_schedule(graph: Graph, *, time_budget: float | None = None,
     (10, True, 10)
     """
     t0 = time.perf_counter()
-    deadline = None if time_budget is None else t0 + time_budget
+    budget = Budget.for_seconds(time_budget)
     tables = mem_tables(graph)
+    tree = tree_schedule(graph, tables, budget)
+    if tree is not None and fast_peak(tables, tree[0]) == tree[1]:
+        return Schedule(tuple(tree[0]), tree[1], "tree", True, tree[1], None,
+                        time.perf_counter() - t0, budget.spent, budget.capped)
     name, order = "greedy-freed", HEURISTICS["greedy-freed"](graph, tables)
-    peak_ = simulate(graph, order, check=False).peak
+    peak_ = fast_peak(tables, order)
     ub = peak_ if upper_bound is None else min(peak_, upper_bound)
-    r = solve_window(graph, tables, order, 0, graph.n_nodes, base=0, ub=ub, deadline=deadline)
+    r = solve_window(graph, tables, order, 0, graph.n_nodes, base=0, ub=ub, budget=budget)
     if r.order is not None:
-        order, name, peak_ = r.order, "exact", simulate(graph, r.order, check=False).peak
+        order, name, peak_ = r.order, "exact", fast_peak(tables, r.order)
     optimal = r.proved and (r.order is not None or ub == peak_)
     lower = peak_ if optimal else min(max(r.lower, static_lower_bound(tables)), peak_)
-    return Schedule(tuple(order), peak_, name, optimal, lower, None, time.perf_counter() - t0)
+    return Schedule(tuple(order), peak_, name, optimal, lower, None, time.perf_counter() - t0,
+                    budget.spent, budget.capped)
 
 
 def brute_force_peak(graph: Graph) -> int:
