@@ -27,11 +27,13 @@ run a data-dependent order: they are linked without sharing.
 """
 from __future__ import annotations
 
+import contextlib
 import warnings
 from typing import Any
 
 import theano
 from theano.gof import link
+from theano.gof import vm as theano_vm
 from theano.gof.vm import VM_Linker
 from theano.tensor.type import TensorType
 
@@ -51,6 +53,18 @@ def _flag(name: str, default: Any) -> Any:
     return getattr(theano.config, name, default)
 
 
+def is_known_op(op) -> bool:
+    """Ops whose ``view_map``/``destroy_map`` we trust: Theano's own.
+
+    A user op that returns an undeclared view of an input would keep that
+    input's buffer alive past its modelled lifetime, and a later occupant of the
+    input's cell would overwrite the view's data.  Stock Theano with
+    ``allow_gc=False`` never hands a cell to another variable, so such an op
+    works there; we leave its inputs and outputs unshared.
+    """
+    return type(op).__module__.split(".")[0] == "theano"
+
+
 def ensure_destroy_handler(fgraph) -> bool:
     """Attach a ``DestroyHandler`` if ``fgraph`` has destroyers but none is attached.
 
@@ -65,6 +79,26 @@ def ensure_destroy_handler(fgraph) -> bool:
         return False
     fgraph.attach_feature(theano.gof.DestroyHandler())
     return True
+
+
+@contextlib.contextmanager
+def _without_theano_reallocation():
+    """Switch off Theano's own 0-d "reallocation" while our plan is linked.
+
+    ``VM_Linker.make_all`` (vm.py:1074, 1117-1120; Loop/LoopGC only) rebinds
+    ``storage_map`` entries after the thunks captured their cells, then builds
+    the LoopGC ``post_thunk_clear`` lists from the rebound map (vm.py:1122-1134):
+    a cell we shared with a live value would be emptied before its reader ran.
+    The reallocation never saves memory (design record 0003) and our plan
+    subsumes it, so ``calculate_reallocate_info`` (looked up as a module global
+    at call time) returns nothing for the duration of our ``make_all``.
+    """
+    saved = theano_vm.calculate_reallocate_info
+    theano_vm.calculate_reallocate_info = lambda *args, **kwargs: {}
+    try:
+        yield
+    finally:
+        theano_vm.calculate_reallocate_info = saved
 
 
 class _NoSharing(Exception):
@@ -194,15 +228,11 @@ class LowMemLinker(VM_Linker):
             storage_map[var] = [None]
         for var, rep in moves.items():
             storage_map[var] = storage_map[rep]
-        cells = dict(storage_map)
         try:
-            result = super().make_all(profiler, input_storage, output_storage, storage_map)
+            with _without_theano_reallocation():
+                return super().make_all(profiler, input_storage, output_storage, storage_map)
         finally:
             self._successor = {}
-        # VM_Linker's own 0-d "reallocation" (vm.py:1117-1120, Loop/LoopGC only) rewrites the
-        # dict after the thunks captured their cells: put back the cells the thunks really use.
-        storage_map.update(cells)
-        return result
 
     def _plan(self, fgraph, supplied: dict, check: bool):
         """Order, ``{var: representative var}``, vars needing fresh cells, and the BufferPlan."""
@@ -236,6 +266,13 @@ class LowMemLinker(VM_Linker):
         excluded |= roots_of(supplied)
         excluded |= {v for v, var in enumerate(model.variables)
                      if isinstance(var, theano.gof.Constant)}
+        unknown = [a for a in order if not is_known_op(a.op)]
+        excluded |= roots_of([v for a in unknown for v in a.inputs + a.outputs])
+        if unknown and bool(_flag("lowmem_warn", True)):
+            names = sorted({type(a.op).__name__ for a in unknown})
+            warnings.warn(f"theano_lowmem: the inputs and outputs of op(s) {', '.join(names)} "
+                          f"are not shared: only Theano's own ops are trusted to declare every "
+                          f"view (view_map) and inplace write (destroy_map)", stacklevel=3)
         shape_key = {lt.buffer: model.share_key[lt.buffer] for lt in lts}
         key = shape_key
         if self.share_by != "shape":   # same Type: ops accept any array of their output Type
