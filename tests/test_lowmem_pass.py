@@ -232,3 +232,21 @@ def test_copy_and_pickle_of_a_lowmem_function():
     case.reset()
     h = pickle.loads(pickle.dumps(f))
     assert np.array_equal(h(*args)[0], r_ref[0])
+
+
+def test_sharing_linker_keeps_the_plan_when_deepcopy_nodes_are_added(monkeypatch):
+    """FunctionMaker adds DeepCopyOps after the pass (an output aliasing an input);
+    the linker re-pins a full order that keeps ours as a subsequence, and the
+    scheduler info survives."""
+    monkeypatch.setattr(core_schedule, "schedule", level_schedule)
+    monkeypatch.setattr(opt.LowMemOpt, "_robust", staticmethod(lambda *a: True))
+    x, out = log_branches()
+    f = theano.function([x], [out, x], mode=theano.Mode(linker="cvm_lowmem_nogc",
+                                                        optimizer=LOWMEM))
+    feature = [ft for ft in f.maker.fgraph._features if isinstance(ft, OrderFeature)][0]
+    assert feature.info.get("method") == "levels"
+    plan = [n.op.tag for n in planned_order(f.maker.fgraph) if isinstance(n.op, LogOp)]
+    assert plan[:3] == ["a0", "b0", "c0"]
+    del LOG[:]
+    f(np.arange(3.0))
+    assert LOG == plan

@@ -28,10 +28,11 @@ from .executed import cvm_order, executed_order, trace_order  # noqa: E402
 from .measure import measure_call  # noqa: E402
 from .model import model_for, model_of_fgraph  # noqa: E402
 from .opt import LowMemOpt, OrderFeature  # noqa: E402
+from .report import Report, report  # noqa: E402
 from .storage_reuse import LowMemLinker  # noqa: E402
 
 activate.apply_flags()
 
 __version__ = "0.1.0"
-__all__ = ["LowMemLinker", "LowMemOpt", "OrderFeature", "activate", "cvm_order",
-           "executed_order", "measure_call", "model_for", "model_of_fgraph", "trace_order"]
+__all__ = ["LowMemLinker", "LowMemOpt", "OrderFeature", "Report", "activate", "cvm_order",
+           "executed_order", "measure_call", "model_for", "model_of_fgraph", "report", "trace_order"]

@@ -161,6 +161,8 @@ def attach_order(fgraph, order: Sequence[Any], info: dict | None = None) -> Orde
     """
     for feature in list(fgraph._features):
         if isinstance(feature, OrderFeature):
+            if info is None:           # re-pinned by the linker: keep what the pass reported
+                info = dict(feature.info, repinned=True)
             fgraph.remove_feature(feature)
     chained = None
     if any(is_lazy_node(n) for n in fgraph.apply_nodes):

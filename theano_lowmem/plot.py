@@ -52,7 +52,7 @@ def plot_report(report, path: str, *, dpi: int = 110) -> str:
     s, m = report.series, report.modelled
     peak = max([m["theano"], m["ours"], *s.get("measured_stock", []), *s.get("measured_ours", [])] or [1])
     unit, scale = _unit(peak)
-    fig, ax = plt.subplots(figsize=(9, 4.8))
+    fig, ax = plt.subplots(figsize=(11.5, 4.8))
     styles = (("theano", "Theano's order (modelled)", "tab:red", "measured_stock",
                "stock, measured per node"),
               ("ours", "ours (modelled)", "tab:blue", "measured_ours", "ours, measured per node"))
@@ -76,7 +76,7 @@ def plot_report(report, path: str, *, dpi: int = 110) -> str:
     ax.set_title(f"{report.name}: live memory per step ({report.n_nodes} nodes)")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="best")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     fig.tight_layout()
     fig.savefig(path, dpi=dpi)
     plt.close(fig)

@@ -34,7 +34,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Sequence
 
 import numpy as np
-import theano
 from theano.compile.function_module import fgraph_updated_vars, infer_reuse_pattern
 from theano.compile.sharedvalue import SharedVariable
 from theano.gof.vm import VM_Linker
@@ -206,7 +205,28 @@ def fmt_bytes(n: int | float | None) -> str:
 
 
 def ratio(x, base) -> str:
-    return f"{x / base:.2f}x" if x is not None and base else ""
+    """``'0.75x'``; three decimals below 0.1 (``'0.002x'``)."""
+    if x is None or not base:
+        return ""
+    r = x / base
+    return f"{r:.3f}x" if r < 0.1 else f"{r:.2f}x"
+
+
+def _priority_order(g, key) -> list[int]:
+    """Topological order of ``g`` taking the ready node with the smallest ``key`` first."""
+    import heapq
+    indeg = [len(p) for p in g.preds]
+    heap = [(key(n), n) for n in range(g.n_nodes) if not indeg[n]]
+    heapq.heapify(heap)
+    order = []
+    while heap:
+        _, n = heapq.heappop(heap)
+        order.append(n)
+        for s in g.succs[n]:
+            indeg[s] -= 1
+            if not indeg[s]:
+                heapq.heappush(heap, (key(s), s))
+    return order
 
 
 def _top_live(model, order: Sequence[int], k: int) -> tuple[int, list[dict]]:
@@ -298,16 +318,23 @@ def report(f, *example_inputs, time_budget: float = 5.0, stock=None, name: str |
     # Theano's order: what the C VM runs on the same graph without our chain
     base_fn, base_eq = relink(f, VM_Linker(use_cloop=True, allow_gc=True))
     inv = {equiv_v: k for k, equiv_v in base_eq.items() if k in fg.apply_nodes}
+    traced = None
     try:
         theano_nodes = [inv[n] for n in cvm_order(base_fn.maker.fgraph)]
     except NotReplicable:
         from .executed import trace_order
-        theano_nodes = [inv[n] for n in trace_order(base_fn, *example_inputs)]
+        traced = [inv[n] for n in trace_order(base_fn, *example_inputs)]
         shared.restore()
-        notes.append("lazy nodes (ifelse): Theano's order was traced from one call (data-dependent)")
+        theano_nodes = [inv[n] for n in base_fn.maker.fgraph.toposort()]
+        notes.append("lazy nodes (ifelse): Theano's order was traced from one call (data-dependent); "
+                     "the memory model runs every node, so the untaken branch is placed as soon "
+                     "as it is ready")
     model = model_for(f, *example_inputs, order=theano_nodes)
     g = model.graph
     theano_order = list(range(g.n_nodes))
+    if traced is not None:
+        rank = {model.node_id[n]: i for i, n in enumerate(traced)}
+        theano_order = _priority_order(g, lambda n: (rank.get(n, len(rank)), n))
     pinned = planned_order(fg)
     t1 = time.perf_counter()
     sched = schedule(g, baseline=theano_order, time_budget=time_budget)
@@ -316,11 +343,12 @@ def report(f, *example_inputs, time_budget: float = 5.0, stock=None, name: str |
         ours_order, source = model.ids(pinned), "pinned by the lowmem pass"
         info = next((ft.info for ft in fg._features if hasattr(ft, "info") and
                      type(ft).__name__ == "OrderFeature"), {})
-        ours_method = str(info.get("method", "lowmem"))
+        ours_method = str(info.get("method", "no scheduler info: pinned by the linker"))
     else:
         ours_order, source, ours_method = list(sched.order), "scheduled now", sched.method
         if pinned is not None:
-            notes.append("f pins a partial order (lazy graph); ours = a schedule made now")
+            notes.append("f pins a partial order (lazy graph, or nodes added after the pass); "
+                         "ours = a schedule made now")
     t1 = time.perf_counter()
     ex = exact_schedule(g, time_budget=time_budget)
     t_exact = time.perf_counter() - t1
@@ -328,8 +356,9 @@ def report(f, *example_inputs, time_budget: float = 5.0, stock=None, name: str |
     cands = [(sched.peak, sched.optimal, sched.lower_bound), (ex.peak, ex.optimal, ex.lower_bound),
              (tr_ours.peak, False, 0)]
     best = min(p for p, _, _ in cands)
-    optimal = any(o and p == best for p, o, _ in cands)
-    lower = best if optimal else min(max(lb for _, _, lb in cands), best)
+    lower = min(max(lb for _, _, lb in cands), best)
+    optimal = lower == best or any(o and p == best for p, o, _ in cands)
+    lower = best if optimal else lower
     exact_sizes = all(model.exact[b] for b in g.buffers)
     if not exact_sizes:
         notes.append("some sizes could not be derived from the example inputs and use the "
