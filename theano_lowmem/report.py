@@ -212,23 +212,6 @@ def ratio(x, base) -> str:
     return f"{r:.3f}x" if r < 0.1 else f"{r:.2f}x"
 
 
-def _priority_order(g, key) -> list[int]:
-    """Topological order of ``g`` taking the ready node with the smallest ``key`` first."""
-    import heapq
-    indeg = [len(p) for p in g.preds]
-    heap = [(key(n), n) for n in range(g.n_nodes) if not indeg[n]]
-    heapq.heapify(heap)
-    order = []
-    while heap:
-        _, n = heapq.heappop(heap)
-        order.append(n)
-        for s in g.succs[n]:
-            indeg[s] -= 1
-            if not indeg[s]:
-                heapq.heappush(heap, (key(s), s))
-    return order
-
-
 def _top_live(model, order: Sequence[int], k: int) -> tuple[int, list[dict]]:
     trace = simulate(model.graph, order)
     live = trace.live_at(model.graph, trace.peak_step) if trace.peak_step >= 0 else []
@@ -334,7 +317,7 @@ def report(f, *example_inputs, time_budget: float = 5.0, stock=None, name: str |
     theano_order = list(range(g.n_nodes))
     if traced is not None:
         rank = {model.node_id[n]: i for i, n in enumerate(traced)}
-        theano_order = _priority_order(g, lambda n: (rank.get(n, len(rank)), n))
+        theano_order = g.topological_order(key=lambda n: rank.get(n, len(rank)))
     pinned = planned_order(fg)
     t1 = time.perf_counter()
     sched = schedule(g, baseline=theano_order, time_budget=time_budget)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 NO_ALIAS = -1
 NO_PRODUCER = -1
@@ -211,20 +211,25 @@ class Graph:
         """Roots whose alias group holds a pinned value: those buffers are never freed."""
         return frozenset(self._roots[v] for v in self.pinned)
 
-    def topological_order(self) -> list[int]:
-        """A deterministic topological order (Kahn's algorithm, smallest node id first)."""
+    def topological_order(self, key: Callable[[int], Any] | None = None) -> list[int]:
+        """A deterministic topological order: Kahn's algorithm taking the ready node
+        with the smallest ``(key(n), n)`` first (smallest id when ``key`` is None).
+
+        Raises :class:`GraphError` on a cycle.  O((N + E) log N).
+        """
         import heapq
+        prio = key or (lambda n: 0)
         indeg = [len(p) for p in self.preds]
-        heap = [n for n in range(self.n_nodes) if indeg[n] == 0]
+        heap = [(prio(n), n) for n in range(self.n_nodes) if indeg[n] == 0]
         heapq.heapify(heap)
         order: list[int] = []
         while heap:
-            n = heapq.heappop(heap)
+            _, n = heapq.heappop(heap)
             order.append(n)
             for s in self.succs[n]:
                 indeg[s] -= 1
                 if indeg[s] == 0:
-                    heapq.heappush(heap, s)
+                    heapq.heappush(heap, (prio(s), s))
         if len(order) != self.n_nodes:
             stuck = sorted(set(range(self.n_nodes)) - set(order))[:5]
             raise GraphError(f"the graph has a cycle through nodes {stuck}")

@@ -461,15 +461,4 @@ def repair_order(graph: Graph, order: Sequence[int]) -> list[int]:
     rank = [0] * graph.n_nodes
     for i, n in enumerate(order):
         rank[n] = i
-    indeg = [len(p) for p in graph.preds]
-    heap = [(rank[n], n) for n in range(graph.n_nodes) if not indeg[n]]
-    heapq.heapify(heap)
-    out: list[int] = []
-    while heap:
-        _, n = heapq.heappop(heap)
-        out.append(n)
-        for s in graph.succs[n]:
-            indeg[s] -= 1
-            if not indeg[s]:
-                heapq.heappush(heap, (rank[s], s))
-    return out
+    return graph.topological_order(key=rank.__getitem__)
