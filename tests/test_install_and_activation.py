@@ -263,6 +263,7 @@ def test_enable_disable_roundtrip(switch):
     from theano_lowmem.storage_reuse import LowMemLinker
     stock = {k: M.predefined_linkers[k] for k in switch.LINKER_NAMES}
     stock_fr, share = M.predefined_modes["FAST_RUN"], theano.config.lowmem_share
+    stock_fc = M.predefined_modes["FAST_COMPILE"]
     fast_run_set = list(M.optdb.__db__["fast_run"])
     assert "lowmem" not in _opt_names(M.get_default_mode()) and not switch.enabled()
 
@@ -278,12 +279,16 @@ def test_enable_disable_roundtrip(switch):
     for mode in (M.get_default_mode(), M.get_mode("FAST_RUN")):
         assert _opt_names(mode)[-1] == "lowmem"                # last pass, after merge3
     assert "lowmem" not in _opt_names(M.get_mode("FAST_COMPILE"))
+    fc = M.get_mode("FAST_COMPILE").linker
+    assert type(fc) is LowMemLinker and switch._linker_kwargs(fc) == switch._linker_kwargs(
+        stock_fc.linker)
     assert theano.config.lowmem_share is (not share)
 
     switch.disable()
     switch.disable()                                            # idempotent
     assert all(M.predefined_linkers[k] is stock[k] for k in stock)
     assert M.predefined_modes["FAST_RUN"] is stock_fr and M.instantiated_default_mode is None
+    assert M.predefined_modes["FAST_COMPILE"] is stock_fc
     assert list(M.optdb.__db__["fast_run"]) == fast_run_set
     assert "lowmem" not in _opt_names(M.get_default_mode()) and theano.config.lowmem_share is share
 

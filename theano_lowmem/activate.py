@@ -11,7 +11,8 @@ THEANO_FACTS §4), so the switch edits Theano's registries in place:
 * ``predefined_linkers['cvm'|'cvm_nogc'|'vm'|'vm_nogc']`` become
   ``LowMemLinker`` instances with the same constructor arguments.
 * ``predefined_modes['FAST_RUN']`` is rebuilt: it holds a linker *instance*
-  resolved at construction (compile/mode.py:381-390).
+  resolved at construction (compile/mode.py:381-390); ``FAST_COMPILE``'s own
+  ``VM_Linker`` instance becomes a ``LowMemLinker`` with the same arguments.
 * ``instantiated_default_mode = None`` drops the cached default mode
   (compile/mode.py:395-445).
 
@@ -77,6 +78,7 @@ def enable(share: bool | None = None) -> None:
         saved: dict[str, Any] = {
             "linkers": {k: M.predefined_linkers[k] for k in LINKER_NAMES},
             "fast_run_mode": M.predefined_modes["FAST_RUN"],
+            "fast_compile_mode": M.predefined_modes["FAST_COMPILE"],
             "tagged": obj in M.optdb.__db__["fast_run"],
         }
         if not saved["tagged"]:
@@ -85,6 +87,13 @@ def enable(share: bool | None = None) -> None:
             M.predefined_linkers[k] = LowMemLinker(**_linker_kwargs(lk))
         fr = saved["fast_run_mode"]   # provided_linker is the name 'cvm': resolves to ours now
         M.predefined_modes["FAST_RUN"] = type(fr)(fr.provided_linker, fr.provided_optimizer)
+        # FAST_COMPILE holds its own VM_Linker instance (compile/mode.py:381-382): same
+        # arguments, our class (it gets the sharing, not the pass: fast_compile has no
+        # fast_run tag), so every default-built mode links through LowMemLinker.
+        fc = saved["fast_compile_mode"]
+        if type(fc.linker) is theano.gof.vm.VM_Linker:
+            M.predefined_modes["FAST_COMPILE"] = type(fc)(
+                LowMemLinker(**_linker_kwargs(fc.linker)), fc.provided_optimizer)
         _saved = saved
     if share is not None:
         _saved.setdefault("share", theano.config.lowmem_share)
@@ -102,6 +111,7 @@ def disable() -> None:
     saved, _saved = _saved, None
     M.predefined_linkers.update(saved["linkers"])
     M.predefined_modes["FAST_RUN"] = saved["fast_run_mode"]
+    M.predefined_modes["FAST_COMPILE"] = saved["fast_compile_mode"]
     obj = next(iter(M.optdb.__db__[OPT_NAME]))
     if not saved["tagged"] and obj in M.optdb.__db__["fast_run"]:
         M.optdb.remove_tags(OPT_NAME, "fast_run")
