@@ -10,7 +10,9 @@ raises.  Which lowmem configuration is a test parameter, so all are covered.
 
 Budget (examples per configuration) follows the hypothesis profile
 (``tests/conftest.py``): ``dev`` (default) 4, ``ci`` 25, ``long`` 1200 (x 9 configurations);
-``LOWMEM_FUZZ_EXAMPLES`` overrides.  The long run::
+``LOWMEM_FUZZ_EXAMPLES`` overrides.  Examples are derandomized (the same every run, so a
+warm compile cache covers them) except with the ``long`` profile or ``LOWMEM_FUZZ_RANDOM=1``.
+The long run (``LOWMEM_FUZZ_LOG=<file>`` appends one line per passed example)::
 
     HYPOTHESIS_PROFILE=long python -m pytest tests/test_fuzz_differential.py
 """
@@ -50,8 +52,13 @@ CONFIGS = {
 SLOW = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much]
 
 
+# Fixed examples (so a warm compile cache covers them) except in the long run or on request.
+DERANDOMIZE = PROFILE != "long" and os.environ.get("LOWMEM_FUZZ_RANDOM", "0") in ("", "0")
+
+
 def fuzz_settings(n: int):
-    return settings(max_examples=max(1, n), deadline=None, suppress_health_check=SLOW)
+    return settings(max_examples=max(1, n), deadline=None, suppress_health_check=SLOW,
+                    derandomize=DERANDOMIZE)
 
 
 def compile_program(program: tg.Program, linker: str, optimizer: str, seed: int, fusion: bool = True):
@@ -135,6 +142,9 @@ def differential(program: tg.Program, config: str, rows: list[int], seed: int = 
           else f"{config}: no sharing")
     note_event("stock raised" if stock[0][0] == "error" else "stock ran")
     assert_same_records(stock, low)
+    if os.environ.get("LOWMEM_FUZZ_LOG"):   # progress of long runs: one line per passed example
+        with open(os.environ["LOWMEM_FUZZ_LOG"], "a") as fh:
+            fh.write(f"{config} {len(program.steps)} {'shared' if plan is not None and plan.cell_of else '-'}\n")
 
 
 rows_st = st.lists(st.integers(1, 5), min_size=3, max_size=3)
@@ -144,6 +154,14 @@ rows_st = st.lists(st.integers(1, 5), min_size=3, max_size=3)
 @fuzz_settings(PER_CONFIG)
 @given(program=tg.programs(), rows=rows_st)
 def test_differential(config, program, rows):
+    differential(program, config, rows)
+
+
+@pytest.mark.parametrize("config", ["share_gc", "share_nogc", "pyvm_nogc", "share_nogc_nofuse"])
+@fuzz_settings(max(2, PER_CONFIG // 2))
+@given(program=tg.branchy_programs(), rows=rows_st)
+def test_differential_branchy(config, program, rows):
+    """Branch-and-reduce programs: many same-shape temporaries with disjoint lifetimes."""
     differential(program, config, rows)
 
 
@@ -180,6 +198,31 @@ def test_global_switch(program, rows, gc):
         if was:
             activate.enable()
     assert_same_records(stock, low)
+
+
+# ---------------------------------------------------------------- bugs found
+def test_loopgc_realloc_clears_shared_cell():
+    """Regression test (fixed in f0ffb62), shrunk from a fuzz failure of ``pyvm_gc``.
+
+    ``VM_Linker.make_all`` applies Theano's own 0-d "reallocation" to ``storage_map``
+    (vm.py:1117-1120, Loop/LoopGC only) *before* it builds ``post_thunk_clear`` from that
+    rewritten map (vm.py:1122-1134).  The clear list of a reallocated 0-d variable then
+    held the cell of its partner, which LowMemLinker had shared with a live 0-d index
+    scalar: that scalar was emptied before its reader ran ("expected an ndarray, not
+    None").  Stock ``vm`` and the other lowmem linkers were right.  The fix: no Theano
+    reallocation while LowMemLinker links its plan.  Also checks that cells are shared.
+    """
+    y = T.matrix("y")
+    c = T.concatenate([y, y], axis=1)[:, 1::2]
+    a = T.inc_subtensor(y[1:], c[:-1])
+    out = T.set_subtensor(a[:1], c[-1:])
+    Y = np.arange(6.).reshape(3, 2)
+    want = theano.function([y], [a, out], mode=theano.Mode("vm", "fast_run"))(Y)
+    f = theano.function([y], [a, out], mode=theano.Mode("vm_lowmem", "fast_run"))
+    got = f(Y)
+    assert f.maker.linker.buffer_plan is not None and f.maker.linker.buffer_plan.cell_of
+    for w, g in zip(want, got):
+        assert np.array_equal(w, g)
 
 
 # ---------------------------------------------------------------- not vacuous

@@ -158,8 +158,12 @@ def programs(draw, min_ops: int = 3, max_ops: int = 15, lazy: bool = False, scan
         for j, ak in enumerate(argk):
             want = first_kind if (ak == "*" and j > 0 and argk[0] == "*") else ak
             pool = [v for v, k in enumerate(kinds) if want == "*" or k == want]
-            # prefer recent values so that graphs are deep rather than wide
-            idx = draw(st.integers(0, len(pool) - 1).map(lambda t, p=pool: p[len(p) - 1 - t]))
+            fresh = [v for v in pool if v < len(INPUTS)]
+            if fresh and draw(st.integers(0, 3)) == 0:
+                # a new branch from an input: independent temporaries whose cells can be shared
+                idx = draw(st.sampled_from(fresh))
+            else:   # shrinks towards recent values: deep rather than wide graphs
+                idx = draw(st.integers(0, len(pool) - 1).map(lambda t, p=pool: p[len(p) - 1 - t]))
             args.append(idx)
             if j == 0:
                 first_kind = kinds[idx]
@@ -236,3 +240,34 @@ def build(program: Program, seed: int = 0) -> Built:
             outputs.append(theano.Out(vals[program.outputs[-1]] * TWO, borrow=True))
     updates = [(shared[k], vals[i]) for k, i in program.updates]
     return Built([x, y, v], outputs, updates, shared)
+
+
+BRANCH_OPS = ("exp", "tanh", "log1p_abs", "sqr", "neg", "scale", "shift", "flip_rows", "dot_MQ")
+REDUCE_OPS = ("sum0", "max0")
+
+
+@st.composite
+def branchy_programs(draw, max_branches: int = 5, max_C: int = 5) -> Program:
+    """Strategy: 2..``max_branches`` branches, each a short chain from input ``x`` or ``y``
+    reduced to a ``(C,)`` vector, the vectors summed.  Every branch makes ``(R, C)``
+    temporaries that die at its reduction: what the sharing linker shares."""
+    steps: list[tuple[str, tuple[int, ...]]] = []
+    base = len(INPUTS) + len(SHARED)
+    reduced: list[int] = []
+    for _ in range(draw(st.integers(2, max_branches))):
+        cur = draw(st.sampled_from([0, 1]))
+        for _ in range(draw(st.integers(1, 3))):
+            name = draw(st.sampled_from(BRANCH_OPS))
+            steps.append((name, (cur, 3) if name == "dot_MQ" else (cur,)))
+            cur = base + len(steps) - 1
+        if draw(st.booleans()):   # a binary op with the other input keeps the branch alive longer
+            steps.append((draw(st.sampled_from(["add", "mul", "maximum"])), (cur, draw(st.sampled_from([0, 1])))))
+            cur = base + len(steps) - 1
+        steps.append((draw(st.sampled_from(REDUCE_OPS)), (cur,)))
+        reduced.append(base + len(steps) - 1)
+    acc = reduced[0]
+    for r in reduced[1:]:
+        steps.append(("add", (acc, r)))
+        acc = base + len(steps) - 1
+    C = draw(st.integers(1, max_C))
+    return Program(tuple(steps), (acc,), (), (), C)
