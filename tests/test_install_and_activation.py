@@ -419,14 +419,3 @@ def test_pip_install_into_venv(tmp_path, editable):
                        env=env, capture_output=True, text=True, cwd=str(tmp_path), timeout=300)
     out = _ok(p).split()
     assert out[-1] == "True" and out[-2].startswith(str(src) if editable else sp)
-
-
-@pytest.mark.parametrize("name", ["_startup", "config", "activate"])
-def test_docstring_examples(name):
-    import doctest
-    import importlib
-    if name == "activate":
-        pytest.importorskip("theano_lowmem.storage_reuse")
-    mod = importlib.import_module(f"theano_lowmem.{name}")
-    r = doctest.testmod(mod, optionflags=doctest.ELLIPSIS)
-    assert r.failed == 0 and r.attempted > 0

@@ -164,6 +164,13 @@ def trace_order(f, *args, **kwargs) -> list:
     """Call ``f(*args)`` through a traced copy and return the Apply nodes in executed order.
 
     Note that a function with updates updates its shared variables, as ``f`` would.
+
+    Examples
+    --------
+    >>> import numpy as np, theano, theano.tensor as T
+    >>> x = T.vector('x'); f = theano.function([x], [T.exp(x), T.log(x)])
+    >>> [str(n.op) for n in trace_order(f, np.ones(3))]
+    ['Elemwise{exp,no_inplace}', 'Elemwise{log,no_inplace}']
     """
     g, log = traced_function(f)
     del log[:]

@@ -77,6 +77,15 @@ class OrderFeature(Feature):
         unconditional nodes.
     info : dict, optional
         What the scheduler reported (peaks, method, time), for reports.
+
+    Examples
+    --------
+    >>> import theano, theano.tensor as T
+    >>> x = T.vector('x'); a, b = T.exp(x), T.log(x)
+    >>> fg = theano.gof.FunctionGraph([x], [a, b], clone=False)
+    >>> fg.attach_feature(OrderFeature([b.owner, a.owner]))
+    >>> [str(n.op) for n in fg.toposort()]
+    ['Elemwise{log,no_inplace}', 'Elemwise{exp,no_inplace}']
     """
 
     def __init__(self, order: Sequence[Any], chained=None, info: dict | None = None):
@@ -190,7 +199,16 @@ class LowMemOpt(Optimizer):
 
     The candidates include the order Theano's C VM would run, so by the memory
     model the pinned order is never worse.  Any failure leaves the graph as it
-    was, with one warning.
+    was, with one warning.  Registered in ``optdb`` as ``lowmem`` (:func:`register`).
+
+    Examples
+    --------
+    >>> import theano, theano.tensor as T
+    >>> x = T.vector('x')
+    >>> f = theano.function([x], [T.exp(x).sum(), T.log(x).sum()],
+    ...                     mode=theano.Mode(optimizer='fast_run+lowmem'))
+    >>> planned_order(f.maker.fgraph) is not None
+    True
     """
 
     def add_requirements(self, fgraph):

@@ -122,6 +122,16 @@ class Report:
     ``retained``, ``held``, ``cells``, ``new_arrays`` (intermediate arrays a warm
     gc-off call allocated anew).  ``orders``: node ids of the model (node ``i``
     is ``model.nodes[i]``).  ``series``: per-step bytes for the plot.
+
+    Examples
+    --------
+    >>> import numpy as np, theano, theano.tensor as T
+    >>> x = T.vector('x'); f = theano.function([x], (T.exp(x) + T.log1p(x ** 2)).sum())
+    >>> r = report(f, np.ones(1000), measure=False)
+    >>> r.modelled['ours'] <= r.modelled['theano']
+    True
+    >>> {'modelled', 'measured'} <= set(r.to_dict())
+    True
     """
 
     name: str
