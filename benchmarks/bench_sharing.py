@@ -70,6 +70,16 @@ def mlp_case(batch=256, sizes=(784, 1024, 1024, 10)):
                 outputs=loss, args=args, updates=updates, params=params)
 
 
+def scalar_case(steps=20, n=1000):
+    """A chain of 0-d values: ``s = tanh(sum(x * s))``, 20 steps (0-d and n-d temporaries)."""
+    x = T.vector("x")
+    s = x.sum()
+    for _ in range(steps):
+        s = T.tanh((x * s).sum())
+    args = [np.random.RandomState(SEED).rand(n) / n]
+    return dict(name=f"0-d chain {steps} steps", inputs=[x], outputs=s, args=args, updates=None)
+
+
 LINKERS = [  # (label, linker factory)
     ("stock gc-on", lambda: "cvm"),
     ("stock gc-off", lambda: "cvm_nogc"),
@@ -153,7 +163,7 @@ def main(argv=None) -> None:
             f"{'new arrays':>10s} {'ms':>8s}  plan cells / MB (before -> after)")
     print(head)
     print("-" * len(head))
-    for case in (chain_case(), mlp_case()):
+    for case in (scalar_case(), chain_case(), mlp_case()):
         rows = run(case, a.repeat)
         gc_peak = rows[0]["peak"]
         for r in rows:
