@@ -33,7 +33,7 @@ import theano  # noqa: E402
 import theano.tensor as T  # noqa: E402
 
 import theano_lowmem  # noqa: E402,F401
-from theano_lowmem.measure import measure_call  # noqa: E402
+from theano_lowmem.measure import measure_call  # noqa: E402  (held: measure.held_bytes)
 from theano_lowmem.storage_reuse import LowMemLinker  # noqa: E402
 
 MB = 2.0 ** 20
@@ -96,23 +96,6 @@ def _owner(a):
     return a
 
 
-def held_intermediate_bytes(f) -> int:
-    """Distinct arrays in intermediate cells, not counting data owned by inputs
-    (views of weights) or by the outputs of the last call (the caller's arrays)."""
-    fg = f.maker.fgraph
-    io = set(fg.inputs) | set(fg.outputs)
-    theirs = {id(_owner(c[0])) for v, c in f.fn.storage_map.items()
-              if (v in io or v.owner is None) and isinstance(c[0], np.ndarray)}
-    theirs |= {id(_owner(c.data)) for c in f.input_storage if isinstance(c.data, np.ndarray)}
-    owners = {}
-    for v, c in f.fn.storage_map.items():
-        if v not in io and v.owner is not None and isinstance(c[0], np.ndarray):
-            own = _owner(c[0])
-            if id(own) not in theirs:
-                owners[id(own)] = own.nbytes
-    return sum(owners.values())
-
-
 def cell_arrays(f):
     fg = f.maker.fgraph
     skip = set(fg.inputs) | set(fg.outputs)
@@ -139,7 +122,7 @@ def run(case, repeat):
                   if a is not None and (before.get(v) is None or _owner(a) is not _owner(before[v])))
         del before
         m = measure_call(f, *args)
-        held = held_intermediate_bytes(f)
+        held = m.held
         best = min(_timed(f, args) for _ in range(repeat))
         plan = getattr(f.maker.linker, "buffer_plan", None)
         rows.append(dict(label=label, held=held, peak=m.peak, new=new, ms=best * 1e3,

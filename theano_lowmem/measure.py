@@ -59,14 +59,29 @@ def _owner(a):
     return a
 
 
+def _alias_root(var):
+    """Follow ``view_map``/``destroy_map`` from ``var`` to the variable owning its data."""
+    while var.owner is not None:
+        idx = var.owner.outputs.index(var)
+        table = {**(getattr(var.owner.op, "view_map", None) or {}),
+                 **(getattr(var.owner.op, "destroy_map", None) or {})}
+        if not table.get(idx):
+            break
+        var = var.owner.inputs[table[idx][0]]
+    return var
+
+
 def held_bytes(f) -> int:
     """Distinct array bytes held in ``f``'s intermediate cells (not inputs or outputs).
 
     Views count the array that owns their data once; data owned by an input,
-    a constant or a returned output (e.g. ``W.T`` of a shared ``W``) is not counted.
+    a constant or a returned output (e.g. ``W.T`` of a shared ``W``, or ``x.T``
+    of an input whose cell ``Function.__call__`` empties after the call,
+    function_module.py:932-936) is not counted.
     """
     fgraph = f.maker.fgraph
     skip = set(fgraph.inputs) | set(fgraph.outputs)
+    skip |= {v for v in f.fn.storage_map if v.owner is not None and _alias_root(v) in skip}
     foreign = {id(_owner(cell[0])) for var, cell in f.fn.storage_map.items()
                if (var in skip or var.owner is None) and isinstance(cell[0], np.ndarray)}
     owners: dict[int, int] = {}
