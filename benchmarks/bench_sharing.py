@@ -33,7 +33,7 @@ import theano  # noqa: E402
 import theano.tensor as T  # noqa: E402
 
 import theano_lowmem  # noqa: E402,F401
-from theano_lowmem.measure import measure_call  # noqa: E402  (held: measure.held_bytes)
+from theano_lowmem.measure import _owner, measure_call  # noqa: E402  (held: measure.held_bytes)
 from theano_lowmem.storage_reuse import LowMemLinker  # noqa: E402
 
 MB = 2.0 ** 20
@@ -88,12 +88,6 @@ LINKERS = [  # (label, linker factory)
     ("ours gc-off shape", lambda: LowMemLinker(allow_gc=False, use_cloop=True, share_by="shape")),
     ("ours gc-on keep", lambda: LowMemLinker(allow_gc=True, use_cloop=True, keep_for_reuse=True)),
 ]
-
-
-def _owner(a):
-    while isinstance(getattr(a, "base", None), np.ndarray):
-        a = a.base
-    return a
 
 
 def cell_arrays(f):

@@ -295,17 +295,18 @@ def test_copy_share_memory_with_conflicting_supplied_cells():
     assert_sound(g, *args)
 
 
+def _scan_step(h, W):
+    for _ in range(3):
+        h = T.tanh(T.dot(h, W))
+    return h
+
+
 def test_scan_inner_function_uses_the_linker():
     from theano.scan_module.scan_op import Scan
     x, W = T.matrix("x"), T.matrix("W")
-
-    def step(h, W):
-        for _ in range(3):
-            h = T.tanh(T.dot(h, W))
-        return h
     results = []
     for m in (mode("cvm_lowmem"), mode("cvm")):
-        seq, _ = theano.scan(step, outputs_info=[x], non_sequences=[W], n_steps=3, mode=m)
+        seq, _ = theano.scan(_scan_step, outputs_info=[x], non_sequences=[W], n_steps=3, mode=m)
         results.append(theano.function([x, W], [seq[-1], seq.sum()], mode=m))
     f, ref = results
     inner = [n.op for n in f.maker.fgraph.apply_nodes if isinstance(n.op, Scan)][0].fn
@@ -321,14 +322,9 @@ def test_scan_inner_function_gets_the_linker_from_the_outer_function():
     LowMemLinker swaps the inner linker class (keeping allow_gc=False) before make_thunk."""
     from theano.scan_module.scan_op import Scan
     x, W = T.matrix("x"), T.matrix("W")
-
-    def step(h, W):
-        for _ in range(3):
-            h = T.tanh(T.dot(h, W))
-        return h
     results = []
     for m in (mode("cvm_lowmem_nogc"), mode("cvm_nogc")):
-        seq, _ = theano.scan(step, outputs_info=[x], non_sequences=[W], n_steps=3)
+        seq, _ = theano.scan(_scan_step, outputs_info=[x], non_sequences=[W], n_steps=3)
         results.append(theano.function([x, W], [seq[-1], seq.sum()], mode=m))
     f, ref = results
     op = [n.op for n in f.maker.fgraph.apply_nodes if isinstance(n.op, Scan)][0]
