@@ -168,6 +168,36 @@ def apply_scan_fix() -> bool:
     return sys.modules[SCAN_EXT] is None
 
 
+# THEANO_FLAGS=linker=<ours>: Theano's `linker` flag is a closed enum (configdefaults.py:565-569)
+# that rejects any name it does not know at import, before a plugin can register one.
+LOWMEM_LINKERS = {"cvm_lowmem": "cvm", "cvm_lowmem_nogc": "cvm_nogc",
+                  "vm_lowmem": "vm", "vm_lowmem_nogc": "vm_nogc"}
+
+
+def translate_linker_flag() -> str | None:
+    """Read ``THEANO_FLAGS=linker=cvm_lowmem[_nogc]|vm_lowmem[_nogc]`` as Theano's own
+    linker name plus ``lowmem_order=True`` (the global switch makes that name a
+    ``LowMemLinker``), appended to ``THEANO_FLAGS`` (later entries win).  Returns the
+    name translated, or None.  Only before Theano is imported; a theanorc entry is
+    left to Theano (which rejects it).
+
+    Examples
+    --------
+    >>> sorted(LOWMEM_LINKERS)[0]
+    'cvm_lowmem'
+    """
+    if "theano" in sys.modules:
+        return None
+    flags = parse_theano_flags(os.environ.get("THEANO_FLAGS", ""))
+    name = flags.get("linker")
+    if name not in LOWMEM_LINKERS:
+        return None
+    add_theano_flag("linker", LOWMEM_LINKERS[name])
+    if "lowmem_order" not in flags:
+        add_theano_flag("lowmem_order", "True")
+    return name
+
+
 def prepare_environment(keys: set[str] | None = None) -> dict[str, object]:
     """Set the ``blas.ldflags`` default and apply the scan fix.  Idempotent.
 
@@ -190,6 +220,8 @@ def prepare_environment(keys: set[str] | None = None) -> dict[str, object]:
     >>> sorted(prepare_environment())
     ['ldflags', 'scanfix']
     """
+    if "linker" not in _state:
+        _state["linker"] = translate_linker_flag()
     if "ldflags" not in _state:
         added = None
         if "theano" not in sys.modules and "blas.ldflags" not in (user_flag_keys() if keys is None else keys):
@@ -292,6 +324,8 @@ def wants_activation(keys: set[str] | None = None) -> bool:
 def run_from_pth() -> None:
     """Entry point of ``theano_lowmem.pth``: all three jobs, errors swallowed."""
     try:
+        if "linker" not in _state:
+            _state["linker"] = translate_linker_flag()
         keys = user_flag_keys()
         prepare_environment(keys)
         if wants_activation(keys):
