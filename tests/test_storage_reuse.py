@@ -334,3 +334,19 @@ def test_scan_inner_function_gets_the_linker_from_the_outer_function():
     for xs, ws in SHAPES[:3]:
         args = (RNG.rand(*xs), RNG.rand(*ws))
         assert_same(f(*args), ref(*args))
+
+
+@pytest.mark.parametrize("gc", [True, False])
+def test_stack_vm_asked_for_with_lazy_true(gc):
+    """``use_cloop=False, lazy=True`` makes ``make_vm`` build the Stack VM even for a
+    graph without lazy nodes: the linker must check (and plan for) the Stack order."""
+    ins, out = chain()
+    lk = LowMemLinker(allow_gc=gc, use_cloop=False, lazy=True, check_plan=True)
+    f = theano.function(ins, out, mode=theano.Mode(lk, "fast_run"))
+    assert type(f.fn).__name__ == "Stack"
+    ref = theano.function(ins, out, mode=mode(STOCK[gc]))
+    for xs, ws in SHAPES:
+        args = (RNG.rand(*xs), RNG.rand(*ws) * 0.3)
+        assert_same(f(*args), ref(*args))
+    if not gc:
+        assert assert_sound(f, *args) >= 4

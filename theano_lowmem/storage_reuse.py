@@ -246,12 +246,21 @@ class LowMemLinker(VM_Linker):
         if order is None or len(order) != len(nodes) or set(order) != nodes:
             order = cvm_order(fgraph)          # what the C VM runs now (honours partial chains)
             opt.attach_order(fgraph, order)    # full chain: every VM runs exactly this
-        # The lifetimes are only true if every VM runs `order`: Loop runs the schedule,
-        # CVM and Stack walk from the outputs (core/executed.py replicas).
-        for name, got in (("schedule", self.schedule(fgraph)), ("CVM", cvm_order(fgraph)),
-                          ("Stack", stack_order(fgraph))):
-            if list(got) != list(order):
-                raise RuntimeError(f"the {name} order differs from the pinned order")
+        # The lifetimes are only true if the VM runs `order`: Loop runs the schedule,
+        # CVM and Stack walk from the outputs (core/executed.py replicas).  Check the one
+        # make_vm will build (vm.py, VM_Linker.make_vm: Stack with callbacks, memory
+        # profiling or partial evaluation without the C loop; else CVM with use_cloop;
+        # else Stack when lazy is asked for, else Loop: lazy graphs are not shared).
+        lazy = self.lazy if self.lazy is not None else theano.config.vm.lazy
+        stack = bool(self.callback or self.callback_input
+                     or ((theano.config.profile or theano.config.print_global_stats)
+                         and theano.config.profile_memory)
+                     or (self.allow_partial_eval and not self.use_cloop)
+                     or (lazy and not self.use_cloop))
+        name, replica = (("Stack", stack_order) if stack else ("CVM", cvm_order) if self.use_cloop
+                         else ("schedule", self.schedule))
+        if list(replica(fgraph)) != list(order):
+            raise RuntimeError(f"the {name} order differs from the pinned order")
         model = model_of_fgraph(fgraph, order)
         g = model.graph
         lts = lifetimes(g, [model.node_id[a] for a in order])   # checks the order too
