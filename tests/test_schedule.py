@@ -3,7 +3,6 @@ worse than the baseline, deterministic (also on a slow clock), budget respected;
 peak re-scored with ``core.memory``."""
 from __future__ import annotations
 
-import random
 import time
 
 import pytest

@@ -12,7 +12,7 @@ from . import _startup
 
 _startup.prepare_environment()      # blas.ldflags default and the scan fix, before theano loads
 
-import theano  # noqa: E402
+import theano  # noqa: E402,F401  (after the environment is prepared)
 
 from . import config  # noqa: E402
 

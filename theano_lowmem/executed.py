@@ -13,7 +13,6 @@ import copy
 import tracemalloc
 from typing import Any, Sequence
 
-import theano
 from theano.gof import vm as theano_vm
 
 from .core import executed as core_executed

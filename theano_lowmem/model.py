@@ -15,7 +15,6 @@ proves equality.
 """
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from typing import Any, Hashable, Mapping, Sequence
 
