@@ -101,7 +101,7 @@ def other_orderings(fgraph) -> dict:
     These are the constraints any order must respect (the DestroyHandler's:
     readers of a destroyed variable run before its destroyer).
     """
-    from .opt import OrderFeature
+    from .order import OrderFeature
     ords: dict = {}
     for feature in fgraph._features:
         if isinstance(feature, OrderFeature) or not hasattr(feature, "orderings"):

@@ -43,7 +43,7 @@ from .core.schedule import exact_schedule, schedule
 from .executed import NotReplicable, cvm_order, traced_function
 from .measure import _owner, measure_call
 from .model import model_for
-from .opt import attach_order, planned_order
+from .order import attach_order, planned_order
 from .storage_reuse import LowMemLinker, ensure_destroy_handler
 
 MODELLED = "MODELLED (memory model, sizes from the example inputs)"

@@ -39,6 +39,7 @@ from theano.tensor.type import TensorType
 
 from .core.bufplan import BufferPlan, PlanError, check_plan, plan_buffers
 from .core.memory import lifetimes
+from .scans import use_in_scans
 
 SHARE_BY = ("estimate", "type", "shape")
 LINKERS = {  # name -> constructor arguments, registered in theano.compile.mode.predefined_linkers
@@ -236,7 +237,7 @@ class LowMemLinker(VM_Linker):
 
     def _plan(self, fgraph, supplied: dict, check: bool):
         """Order, ``{var: representative var}``, vars needing fresh cells, and the BufferPlan."""
-        from . import opt
+        from . import order as opt
         from .executed import cvm_order, is_lazy_node, stack_order
         from .model import model_of_fgraph
         nodes = fgraph.apply_nodes
@@ -328,30 +329,6 @@ class LowMemLinker(VM_Linker):
             post_thunk_clear = ptc
         return super().make_vm(nodes, thunks, input_storage, output_storage, storage_map,
                                post_thunk_clear, computed, compute_map, updated_vars)
-
-
-def use_in_scans(fgraph, linker: "LowMemLinker") -> None:
-    """Give scan nodes whose inner function is not compiled yet a LowMemLinker too.
-
-    Scan compiles its inner function in ``make_thunk`` (scan_op.py:860-866),
-    which ``VM_Linker.make_all`` calls after this, with its own mode
-    (``Scan.__init__``: ``get_mode(self.mode).clone(link_kwargs=dict(allow_gc=
-    self.allow_gc))``, scan_op.py:174-186), not the outer function's.  Keep the
-    inner mode's optimizer and the inner linker's arguments; only the class changes.
-    """
-    from theano.scan_module.scan_op import Scan
-    from .activate import _linker_kwargs
-    for node in fgraph.apply_nodes:
-        op = node.op
-        if not isinstance(op, Scan) or getattr(op, "fn", None):
-            continue
-        inner = op.mode_instance
-        if isinstance(inner.linker, LowMemLinker) or not isinstance(inner.linker, VM_Linker):
-            continue
-        kwargs = _linker_kwargs(inner.linker)
-        new = LowMemLinker(share=linker.share, check_plan=linker.check_plan,
-                           share_by=linker.share_by, **kwargs)
-        op.mode_instance = theano.Mode(linker=new, optimizer=inner.provided_optimizer)
 
 
 def _broken_supplied_sharing(supplied: dict, fgraph, model, lts) -> list:
