@@ -111,25 +111,55 @@ def other_orderings(fgraph) -> dict:
     return ords
 
 
-def _dim_key(var, memo: dict) -> Hashable:
-    """Structural key of a shape scalar: equal keys prove equal values."""
-    if var in memo:
+class _DimKeys:
+    """Structural keys of shape scalars, hash-consed to small ints.
+
+    Equal ints prove equal values.  A key is built from the keys of the
+    scalar's inputs, which are already ints, so building, hashing and
+    comparing a key is O(arity) however deep the shape graph is.  (Nested
+    tuples mirroring the graph cost the size of its *tree expansion* to hash:
+    exponential in depth on DAG-shaped shape graphs such as DenseNet's
+    concatenations of concatenations; issue 12.)
+    """
+
+    def __init__(self) -> None:
+        self.memo: dict = {}      # shape scalar Variable -> int
+        self.table: dict = {}     # shallow structural tuple -> int
+
+    def _intern(self, key: Hashable) -> int:
+        return self.table.setdefault(key, len(self.table))
+
+    def __call__(self, var) -> int:
+        memo = self.memo
+        if var in memo:
+            return memo[var]
+        stack = [var]                       # iterative: shape graphs can be deep
+        while stack:
+            v = stack[-1]
+            if v in memo:
+                stack.pop()
+                continue
+            if isinstance(v, Constant):
+                key: Hashable = ("const", int(np.asarray(v.data)))
+            elif v.owner is None:
+                key = ("var", v)
+            elif isinstance(v.owner.op, Shape_i):
+                key = ("shape", v.owner.inputs[0], v.owner.op.i)
+            else:
+                try:
+                    hash(v.owner.op)
+                except TypeError:
+                    key = ("var", v)
+                else:
+                    todo = [i for i in v.owner.inputs if i not in memo]
+                    if todo:
+                        stack.extend(todo)
+                        continue
+                    key = ("op", v.owner.op, v.owner.outputs.index(v),
+                           tuple(memo[i] for i in v.owner.inputs))
+            memo[v] = self._intern(key)
+            stack.pop()
         return memo[var]
-    if isinstance(var, Constant):
-        key: Hashable = ("const", int(np.asarray(var.data)))
-    elif var.owner is None:
-        key = ("var", var)
-    elif isinstance(var.owner.op, Shape_i):
-        key = ("shape", var.owner.inputs[0], var.owner.op.i)
-    else:
-        try:
-            hash(var.owner.op)
-            key = ("op", var.owner.op, var.owner.outputs.index(var),
-                   tuple(_dim_key(i, memo) for i in var.owner.inputs))
-        except TypeError:
-            key = ("var", var)
-    memo[var] = key
-    return key
 
 
 class _ShapeEvaluator:
@@ -333,7 +363,7 @@ def model_of_fgraph(fgraph, order: Sequence[Any] | None = None, *,
     sf = _shape_feature(fgraph)
     known_shapes, known_values = _known_input_shapes(fgraph, input_shapes, input_values)
     ev = _ShapeEvaluator(known_shapes, known_values, sf.shape_of)
-    key_memo: dict = {}
+    dim_key = _DimKeys()
     dims, itemsize, share_key = [], [], []
     for var in variables:
         d, key, isz = None, None, 0
@@ -348,7 +378,7 @@ def model_of_fgraph(fgraph, order: Sequence[Any] | None = None, *,
                 vals = [ev.value(x) for x in sym]
                 d = tuple(None if v is _UNKNOWN else int(v) for v in vals)
             if sym is not None:
-                key = (var.type, tuple(_dim_key(x, key_memo) for x in sym))
+                key = (var.type, tuple(dim_key(x) for x in sym))
         # non-tensor values (Python scalars, random states, lists) count 0 bytes
         dims.append(d)
         itemsize.append(isz)
