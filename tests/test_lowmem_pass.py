@@ -240,6 +240,7 @@ def test_sharing_linker_keeps_the_plan_when_deepcopy_nodes_are_added(monkeypatch
     scheduler info survives."""
     monkeypatch.setattr(core_schedule, "schedule", level_schedule)
     monkeypatch.setattr(opt.LowMemOpt, "_robust", staticmethod(lambda *a: True))
+    monkeypatch.setattr(theano.config, "lowmem_call_plan", False)   # the compile-time plan
     x, out = log_branches()
     f = theano.function([x], [out, x], mode=theano.Mode(linker="cvm_lowmem_nogc",
                                                         optimizer=LOWMEM))

@@ -54,6 +54,43 @@ def _parse_int(name: str, lo: int, what: str) -> Callable[[Any], int]:
     return parse
 
 
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+          "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
+
+
+def parse_bytes(val: Any, name: str = "lowmem_budget") -> int:
+    """Bytes from ``val``: an int, or a string like ``'512MB'``, ``'4GB'``, ``'1.5GiB'``, ``'0'``.
+
+    Examples
+    --------
+    >>> parse_bytes("512MB"), parse_bytes("4GiB"), parse_bytes(0)
+    (512000000, 4294967296, 0)
+    """
+    import re
+    if isinstance(val, int) and not isinstance(val, bool) and val >= 0:
+        return val
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([A-Za-z]*)\s*", val) if isinstance(val, str) else None
+    if m is not None and m.group(2).upper() in _UNITS:
+        return int(float(m.group(1)) * _UNITS[m.group(2).upper()])
+    raise ValueError(f"{name}: expected a number of bytes >= 0, optionally with a unit "
+                     f"(B, KB, MB, GB, TB, KiB, MiB, GiB, TiB), e.g. 512MB or 4GB; 0 means "
+                     f"no budget; got {val!r}")
+
+
+def _parse_budget(val: Any) -> str:
+    """Validated, kept as written (the bytes come from :func:`parse_bytes`)."""
+    parse_bytes(val)
+    return str(val)
+
+
+def _parse_choice(name: str, choices: tuple[str, ...]) -> Callable[[Any], str]:
+    def parse(val: Any) -> str:
+        if isinstance(val, str) and val in choices:
+            return val
+        raise ValueError(f"{name}: expected one of {', '.join(choices)}, got {val!r}")
+    return parse
+
+
 @dataclass(frozen=True)
 class Flag:
     """One flag: name, default, help text and the parser that validates values."""
@@ -87,6 +124,26 @@ _SPECS: tuple[Flag, ...] = (
          "Run the plan checker at link time (order respects dependencies, no two live values "
          "share a cell); raises on a bad plan. For debugging; costs compile time.",
          _parse_bool("lowmem_check_plan")),
+    Flag("lowmem_call_plan", True,
+         "Plan at call time: at a function's first call, and whenever the shapes of its inputs "
+         "match no cached plan, compute every intermediate's exact size from the real "
+         "arguments and re-plan the order (sharing linker `LowMemLinker` only; false: plan "
+         "once at compile time).",
+         _parse_bool("lowmem_call_plan")),
+    Flag("lowmem_plan_cache", 4,
+         "Call-time plans kept per function, one per input-shape signature, least recently "
+         "used dropped first (>= 1).",
+         _parse_int("lowmem_plan_cache", 1, "an integer >= 1")),
+    Flag("lowmem_budget", "0",
+         "Memory budget per call in bytes (e.g. 512MB, 4GB, 1.5GiB; 0: none). When a call's "
+         "planned peak (with allow_gc=False: the planned held bytes) exceeds it, "
+         "`lowmem_budget_action` happens before anything is allocated.",
+         _parse_budget),
+    Flag("lowmem_budget_action", "warn",
+         "What a call over `lowmem_budget` does: `warn` (once per shape signature) or "
+         "`raise` (MemoryError naming the function, the shapes, the planned bytes and the "
+         "budget).",
+         _parse_choice("lowmem_budget_action", ("warn", "raise"))),
     Flag("lowmem_warn", True,
          "Warn when theano_lowmem falls back to Theano's own behaviour for a function.",
          _parse_bool("lowmem_warn")),

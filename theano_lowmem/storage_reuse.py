@@ -28,7 +28,9 @@ run a data-dependent order: they are linked without sharing.
 from __future__ import annotations
 
 import contextlib
+import threading
 import warnings
+from typing import NamedTuple
 from typing import Any
 
 import theano
@@ -82,24 +84,43 @@ def ensure_destroy_handler(fgraph) -> bool:
     return True
 
 
+_realloc = threading.local()     # .off > 0 while this thread links one of our plans
+
+
+def _calculate_reallocate_info(*args, **kwargs):
+    """Theano's ``calculate_reallocate_info``, except inside our own ``make_all`` (this thread)."""
+    if getattr(_realloc, "off", 0):
+        return {}
+    return _STOCK_REALLOCATE(*args, **kwargs)
+
+
+_STOCK_REALLOCATE = getattr(theano_vm.calculate_reallocate_info, "__wrapped_stock__",
+                            theano_vm.calculate_reallocate_info)
+_calculate_reallocate_info.__wrapped_stock__ = _STOCK_REALLOCATE
+
+
 @contextlib.contextmanager
 def _without_theano_reallocation():
-    """Switch off Theano's own 0-d "reallocation" while our plan is linked.
+    """Switch off Theano's own 0-d "reallocation" while *this thread* links our plan.
 
     ``VM_Linker.make_all`` (vm.py:1074, 1117-1120; Loop/LoopGC only) rebinds
     ``storage_map`` entries after the thunks captured their cells, then builds
     the LoopGC ``post_thunk_clear`` lists from the rebound map (vm.py:1122-1134):
     a cell we shared with a live value would be emptied before its reader ran.
     The reallocation never saves memory (design record 0003) and our plan
-    subsumes it, so ``calculate_reallocate_info`` (looked up as a module global
-    at call time) returns nothing for the duration of our ``make_all``.
+    subsumes it.  ``make_all`` looks the function up as a module global at call
+    time (vm.py:1074), so a wrapper is installed there once; it calls Theano's
+    own function unless the *calling thread* is inside this context, so a stock
+    function linked at the same time in another thread is linked exactly as
+    without theano_lowmem (tests/test_storage_reuse.py, threaded test).
     """
-    saved = theano_vm.calculate_reallocate_info
-    theano_vm.calculate_reallocate_info = lambda *args, **kwargs: {}
+    if theano_vm.calculate_reallocate_info is not _calculate_reallocate_info:
+        theano_vm.calculate_reallocate_info = _calculate_reallocate_info
+    _realloc.off = getattr(_realloc, "off", 0) + 1
     try:
         yield
     finally:
-        theano_vm.calculate_reallocate_info = saved
+        _realloc.off -= 1
 
 
 class _NoSharing(Exception):
@@ -157,7 +178,8 @@ class LowMemLinker(VM_Linker):
     def __init__(self, allow_gc=None, use_cloop=False, callback=None, callback_input=None,
                  lazy=None, schedule=None, c_thunks=None, allow_partial_eval=None,
                  share: bool | None = None, check_plan: bool | None = None,
-                 keep_for_reuse: bool = False, share_by: str = "estimate"):
+                 keep_for_reuse: bool = False, share_by: str = "estimate",
+                 call_plan: bool | None = None):
         if share_by not in SHARE_BY:
             raise ValueError(f"share_by must be one of {SHARE_BY}, got {share_by!r}")
         super().__init__(allow_gc=allow_gc, use_cloop=use_cloop, callback=callback,
@@ -167,13 +189,24 @@ class LowMemLinker(VM_Linker):
         self.check_plan = check_plan
         self.keep_for_reuse = keep_for_reuse
         self.share_by = share_by
+        self.call_plan = call_plan
         self.buffer_plan: BufferPlan | None = None
+        self.call_planner = None        # the CallPlanner of the last make_all (call-time plans)
+        self._vm_args: dict | None = None
+        self._capture = False
         self._successor: dict = {}      # only during make_all: value -> next occupant of its cell
+
+    def __getstate__(self):
+        d = dict(self.__dict__)       # the call planner holds thunks: made again on unpickling
+        d.update(call_planner=None, _vm_args=None, _capture=False)
+        return d
 
     def __setstate__(self, d):
         super().__setstate__(d)
         for k, v in (("share", None), ("check_plan", None), ("keep_for_reuse", False),
-                     ("share_by", "estimate"), ("buffer_plan", None), ("_successor", {})):
+                     ("share_by", "estimate"), ("buffer_plan", None), ("_successor", {}),
+                     ("call_plan", None), ("call_planner", None), ("_vm_args", None),
+                     ("_capture", False)):
             self.__dict__.setdefault(k, v)
 
     def accept(self, fgraph, no_recycling=None, profile=None):
@@ -184,7 +217,7 @@ class LowMemLinker(VM_Linker):
                              lazy=self.lazy, schedule=self.schedule, c_thunks=self.c_thunks,
                              allow_partial_eval=self.allow_partial_eval, share=self.share,
                              check_plan=self.check_plan, keep_for_reuse=self.keep_for_reuse,
-                             share_by=self.share_by)
+                             share_by=self.share_by, call_plan=self.call_plan)
             return new.accept(fgraph, no_recycling, profile)
         return super().accept(fgraph, no_recycling, profile)
 
@@ -199,70 +232,121 @@ class LowMemLinker(VM_Linker):
             if warn:
                 warnings.warn(f"theano_lowmem: could not attach a DestroyHandler "
                               f"({type(exc).__name__}: {exc})", stacklevel=2)
+        _warn_unsized_types(fgraph)
         share = self.share if self.share is not None else bool(_flag("lowmem_share", True))
+        call_plan = self.call_plan if self.call_plan is not None else \
+            bool(_flag("lowmem_call_plan", True))
         check = self.check_plan if self.check_plan is not None else \
             bool(_flag("lowmem_check_plan", False))
-        self.buffer_plan, self._successor = None, {}
+        self.buffer_plan, self._successor, self._vm_args = None, {}, None
         supplied = dict(storage_map) if storage_map else {}
-        moves: dict = {}
-        fresh: list = []
-        order = None
-        if share:
+        linked = None
+        if share or call_plan:
             try:
-                order, moves, fresh, plan = self._plan(fgraph, supplied, check)
-                self.buffer_plan = plan
+                linked = self._plan(fgraph, supplied, check, share, call_plan)
+                self.buffer_plan = linked.plan
             except _NoSharing:
                 pass
             except Exception as exc:
                 if check and isinstance(exc, PlanError):
                     raise
-                moves, fresh, order, self._successor = {}, [], None, {}
+                linked, self._successor = None, {}
                 if warn:
-                    warnings.warn(f"theano_lowmem: storage sharing disabled for this function "
-                                  f"({type(exc).__name__}: {exc}); linking as Theano does",
-                                  stacklevel=2)
-        if not moves and not fresh:
+                    warnings.warn(f"theano_lowmem: storage sharing and call-time planning "
+                                  f"disabled for this function ({type(exc).__name__}: {exc}); "
+                                  f"linking as Theano does", stacklevel=2)
+        if linked is None:
             return super().make_all(profiler, input_storage, output_storage, storage_map)
-        input_storage, output_storage, storage_map = link.map_storage(
-            fgraph, order, input_storage, output_storage, storage_map)
-        for var in fresh:               # supplied cells whose sharing our order breaks
-            storage_map[var] = [None]
-        for var, rep in moves.items():
-            storage_map[var] = storage_map[rep]
+        if linked.moves or linked.fresh:
+            input_storage, output_storage, storage_map = link.map_storage(
+                fgraph, linked.order, input_storage, output_storage, storage_map)
+            for var in linked.fresh:     # supplied cells whose sharing our order breaks
+                storage_map[var] = [None]
+            for var, rep in linked.moves.items():
+                storage_map[var] = storage_map[rep]
         try:
+            self._capture = linked.planner_args is not None
             with _without_theano_reallocation():
-                return super().make_all(profiler, input_storage, output_storage, storage_map)
+                out = super().make_all(profiler, input_storage, output_storage, storage_map)
+            if linked.planner_args is not None and self._vm_args is not None:
+                out = self._with_call_plans(out, linked)
+            return out
         finally:
-            self._successor = {}
+            self._successor, self._vm_args, self._capture = {}, None, False
 
-    def _plan(self, fgraph, supplied: dict, check: bool):
-        """Order, ``{var: representative var}``, vars needing fresh cells, and the BufferPlan."""
-        from . import order as opt
-        from .executed import cvm_order, is_lazy_node, stack_order
-        from .model import model_of_fgraph
-        nodes = fgraph.apply_nodes
-        if len(nodes) < 2 or any(is_lazy_node(n) for n in nodes):
-            raise _NoSharing()   # lazy: the executed order depends on data
-        order = opt.planned_order(fgraph)
-        if order is None or len(order) != len(nodes) or set(order) != nodes:
-            order = cvm_order(fgraph)          # what the C VM runs now (honours partial chains)
-            opt.attach_order(fgraph, order)    # full chain: every VM runs exactly this
-        # The lifetimes are only true if the VM runs `order`: Loop runs the schedule,
-        # CVM and Stack walk from the outputs (core/executed.py replicas).  Check the one
-        # make_vm will build (vm.py, VM_Linker.make_vm: Stack with callbacks, memory
-        # profiling or partial evaluation without the C loop; else CVM with use_cloop;
-        # else Stack when lazy is asked for, else Loop: lazy graphs are not shared).
+    def _with_call_plans(self, out, linked):
+        """Wrap the VM in a :class:`~theano_lowmem.callplan.PlannedVM` (one warning on failure)."""
+        from .callplan import CallPlanner, PlannedVM
+        vm = out[0]
+        try:
+            planner = CallPlanner(self, self.fgraph, base_vm=vm, vm_args=self._vm_args,
+                                  **linked.planner_args)
+        except Exception as exc:
+            if _flag("lowmem_warn", True):
+                warnings.warn(f"theano_lowmem: call-time planning disabled for this function "
+                              f"({type(exc).__name__}: {exc}); it runs Theano's order",
+                              stacklevel=3)
+            return out
+        self.call_planner = planner
+        return (PlannedVM(planner, name=getattr(self.fgraph, "name", "") or ""),) + tuple(out[1:])
+
+    def _vm_kind(self) -> str:
+        """The VM ``make_vm`` will build (vm.py, VM_Linker.make_vm): Stack with callbacks,
+        memory profiling or partial evaluation without the C loop; else CVM with
+        use_cloop; else Stack when lazy is asked for, else Loop/LoopGC."""
         lazy = self.lazy if self.lazy is not None else theano.config.vm.lazy
         stack = bool(self.callback or self.callback_input
                      or ((theano.config.profile or theano.config.print_global_stats)
                          and theano.config.profile_memory)
                      or (self.allow_partial_eval and not self.use_cloop)
                      or (lazy and not self.use_cloop))
-        name, replica = (("Stack", stack_order) if stack else ("CVM", cvm_order) if self.use_cloop
-                         else ("schedule", self.schedule))
+        return "Stack" if stack else "CVM" if self.use_cloop else "Loop"
+
+    def _plan(self, fgraph, supplied: dict, check: bool, share: bool, call_plan: bool):
+        """The link-time plan: order, shared cells, and what call-time planning needs."""
+        from . import order as opt
+        from .executed import cvm_order, is_lazy_node, stack_order
+        from .model import model_of_fgraph
+        nodes = fgraph.apply_nodes
+        if len(nodes) < 2 or any(is_lazy_node(n) for n in nodes):
+            raise _NoSharing()   # lazy: the executed order depends on data
+        kind = self._vm_kind()
+        call_plan = call_plan and kind != "Stack"
+        if call_plan:
+            # Call-time plans choose the order from exact sizes; link in Theano's own order
+            # (the baseline every plan compares with), pinned so that every VM runs it.
+            order = _theano_order(fgraph, kind)
+            _pin(fgraph, order)
+        else:
+            order = opt.planned_order(fgraph)
+            if order is None or len(order) != len(nodes) or set(order) != nodes:
+                order = cvm_order(fgraph)          # what the C VM runs now (honours partial chains)
+                opt.attach_order(fgraph, order)    # full chain: every VM runs exactly this
+        # The lifetimes are only true if the VM runs `order` (core/executed.py replicas).
+        replica = {"Stack": stack_order, "CVM": cvm_order, "Loop": self.schedule}[kind]
         if list(replica(fgraph)) != list(order):
-            raise RuntimeError(f"the {name} order differs from the pinned order")
+            raise RuntimeError(f"the {kind} order differs from the pinned order")
         model = model_of_fgraph(fgraph, order)
+        plan, moves, fresh = None, {}, []
+        # With allow_gc=True the VM empties a cell after its last reader, so a shared cell
+        # saves nothing (unless keep_for_reuse); under call-time plans it would only
+        # constrain the order.
+        if share and not (call_plan and self.allow_gc and not self.keep_for_reuse):
+            plan, moves, fresh = self._share_cells(fgraph, model, order, supplied, check)
+        planner_args = None
+        if call_plan:
+            from .model import _shape_feature
+            groups: dict[int, list[int]] = {}
+            for v, rep in (plan.cell_of.items() if plan is not None else ()):
+                groups.setdefault(rep, [rep]).append(v)
+            planner_args = dict(
+                model=model, link_ids=range(len(order)),
+                extra_deps=_cell_constraints(model, list(groups.values())),
+                cell_groups=list(groups.values()), shape_feature=_shape_feature(fgraph))
+        return _Linked(order, moves, fresh, plan, planner_args)
+
+    def _share_cells(self, fgraph, model, order, supplied: dict, check: bool):
+        """Plan shared cells for ``order``: the BufferPlan, ``{var: representative}``, fresh vars."""
         g = model.graph
         lts = lifetimes(g, [model.node_id[a] for a in order])   # checks the order too
         vid = model.value_id
@@ -282,7 +366,7 @@ class LowMemLinker(VM_Linker):
             names = sorted({type(a.op).__name__ for a in unknown})
             warnings.warn(f"theano_lowmem: the inputs and outputs of op(s) {', '.join(names)} "
                           f"are not shared: only Theano's own ops are trusted to declare every "
-                          f"view (view_map) and inplace write (destroy_map)", stacklevel=3)
+                          f"view (view_map) and inplace write (destroy_map)", stacklevel=4)
         shape_key = {lt.buffer: model.share_key[lt.buffer] for lt in lts}
         key = shape_key
         if self.share_by != "shape":   # same Type: ops accept any array of their output Type
@@ -305,7 +389,7 @@ class LowMemLinker(VM_Linker):
                 members.sort(key=lambda m: (m.start, m.buffer))
                 for a, b in zip(members, members[1:]):
                     self._successor[model.variables[a.buffer]] = model.variables[b.buffer]
-        return order, moves, fresh, plan
+        return plan, moves, fresh
 
     # ------------------------------------------------------------------- gc
     def compute_gc_dependencies(self, variables):
@@ -321,6 +405,12 @@ class LowMemLinker(VM_Linker):
 
     def make_vm(self, nodes, thunks, input_storage, output_storage, storage_map,
                 post_thunk_clear, computed, compute_map, updated_vars):
+        if self._capture:   # the base VM: call-time plans build theirs from the same arguments
+            self._capture = False
+            self._vm_args = dict(nodes=nodes, thunks=thunks, input_storage=input_storage,
+                                 output_storage=output_storage, storage_map=storage_map,
+                                 post_thunk_clear=post_thunk_clear, computed=computed,
+                                 compute_map=compute_map, updated_vars=updated_vars)
         if post_thunk_clear is not None and self._successor:   # LoopGC: same rule as above
             ptc = []
             for node, clears in zip(nodes, post_thunk_clear):
@@ -357,6 +447,82 @@ def _broken_supplied_sharing(supplied: dict, fgraph, model, lts) -> list:
             ids.sort(key=lambda i: (lt_of[i].start if i in lt_of else -1, i))
             fresh.extend(model.variables[i] for i in ids[1:])
     return fresh
+
+
+class _Linked(NamedTuple):
+    order: list
+    moves: dict
+    fresh: list
+    plan: BufferPlan | None
+    planner_args: dict | None
+
+
+def _theano_order(fgraph, kind: str) -> list:
+    """The order Theano's own VM of ``kind`` runs, ignoring any order we pinned."""
+    from .executed import cvm_order
+    from .order import OrderFeature
+    ours = [f for f in fgraph._features if isinstance(f, OrderFeature) and f.valid]
+    for f in ours:          # an invalid OrderFeature contributes no orderings (order.py)
+        f.valid = False     # (not remove_feature: an unpickled FunctionGraph cannot run callbacks)
+    try:
+        return cvm_order(fgraph) if kind == "CVM" else fgraph.toposort()
+    finally:
+        for f in ours:
+            f.valid = True
+
+
+def _pin(fgraph, order) -> None:
+    """Pin ``order`` (re-using an attached OrderFeature: an unpickled FunctionGraph cannot
+    run the callbacks of ``remove_feature``/``attach_feature``)."""
+    from .callplan import _set_order
+    from .order import OrderFeature, attach_order, unconditional_nodes
+    from .executed import is_lazy_node
+    ours = [f for f in fgraph._features if isinstance(f, OrderFeature)]
+    if not ours:
+        attach_order(fgraph, order)
+        return
+    chained = unconditional_nodes(fgraph) if any(is_lazy_node(n) for n in fgraph.apply_nodes) \
+        else set(order)
+    _set_order(ours[0], order, chained, True)
+
+
+def _cell_constraints(model, groups) -> list:
+    """``extra_deps`` that keep link-time shared cells valid under any call-time order.
+
+    Occupants of one cell, in the link order, must stay in that sequence with
+    disjoint lifetimes: the producer of each occupant runs after the producer
+    and every reader (of any alias) of the previous one.
+    """
+    g = model.graph
+    deps = [list(d) for d in model.structure["extra_deps"]]
+    for grp in groups:
+        members = sorted(grp, key=lambda v: g.producer[v])
+        for a, b in zip(members, members[1:]):
+            pb = g.producer[b]
+            before = {g.producer[a]} | {n for v in g.group[a] for n in g.readers[v]}
+            deps[pb] = sorted(set(deps[pb]) | (before - {pb}))
+    return deps
+
+
+#: Types the memory model sizes (anything else counts 0 bytes: GPU arrays, sparse, lists...).
+def _sized(t) -> bool:
+    from theano.gof.type import CDataType, Generic
+    from theano.gof.null_type import NullType
+    from theano.scalar import Scalar
+    from theano.tensor.type_other import NoneTypeT, SliceType
+    return isinstance(t, (TensorType, Scalar, NoneTypeT, SliceType, NullType, CDataType, Generic))
+
+
+def _warn_unsized_types(fgraph) -> None:
+    """One warning per function whose graph holds values the model cannot size."""
+    if not _flag("lowmem_warn", True):
+        return
+    kinds = sorted({type(v.type).__name__ for v in fgraph.variables if not _sized(v.type)})
+    if kinds:
+        warnings.warn(f"theano_lowmem: this function holds values of type(s) "
+                      f"{', '.join(kinds)}, which the memory model cannot size (it counts them "
+                      f"as 0 bytes): its order and plans see only the TensorType values "
+                      f"(docs/guide.md, 'What is covered')", stacklevel=3)
 
 
 def register() -> None:

@@ -1,0 +1,579 @@
+"""Call-time plans: exact sizes from the real arguments, one plan per shape signature.
+
+Theano variables carry no static shapes (``T.tensor4`` has four unknown
+dimensions), so a plan made at compile time models guesses.  At a call the
+numbers are in the input cells.  :class:`LowMemLinker` links a function once
+(thunks, cells) and wraps its VM in a :class:`PlannedVM`, which at each call:
+
+1. reads the *signature*: the shapes of the inputs ShapeFeature's shape graphs
+   read (and the values of the inputs they read by value, e.g. ``arange(n)``),
+   from the storage cells ``Function.__call__`` has just filled
+   (function_module.py:870-897) -- a tuple of shape tuples, a dict lookup;
+2. on a miss, evaluates every intermediate's shape with the
+   :class:`ShapeProgram` (ShapeFeature's shape graphs flattened once into a
+   tape and run with ``op.perform``), builds the memory model with those exact
+   sizes (:class:`theano_lowmem.core.graph.Graph`; the structure is built once
+   per function), schedules it (Theano's own executed order is a candidate,
+   so the plan is never worse by the model), and builds a VM for the order
+   over the *same* thunks and cells (``VM_Linker.make_vm``, vm.py:868-1011:
+   the C VM takes its prerequisites from ``fgraph.orderings()`` when it is
+   built, so a new ``CVM`` object runs another order with no C compilation);
+3. checks the memory budget (flag ``lowmem_budget``) before anything is
+   allocated, then runs the plan's VM.
+
+Plans are kept per signature, least recently used dropped first (flag
+``lowmem_plan_cache``).  Design record: docs/design/0005-call-time-plans.md.
+"""
+from __future__ import annotations
+
+import time
+import warnings
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+import theano
+from theano.compile.ops import Shape, Shape_i
+from theano.gof import Constant
+from theano.tensor.type import TensorType
+
+from .core.graph import Graph
+from .core.memory import simulate
+from .core.schedule import schedule
+
+_UNKNOWN = object()
+#: Scheduler budget at call time: this many seconds per 1,000 Apply nodes (plus a floor),
+#: never more than flag ``lowmem_time_budget``.
+CALL_BUDGET_PER_1000 = 0.04
+CALL_BUDGET_FLOOR = 0.01
+
+
+def _flag(name: str, default: Any) -> Any:
+    return getattr(theano.config, name, default)
+
+
+# --------------------------------------------------------------------------- shapes
+class ShapeProgram:
+    """Every tensor value's shape as a tape over the graph inputs' cells.
+
+    ShapeFeature (theano/tensor/opt.py) gives each dimension as a scalar graph
+    over constants, ``Shape_i`` of graph inputs and a few scalar ops.  The tape
+    holds those graphs once, in dependency order, with integer slots; running
+    it calls ``op.perform`` on numpy int64 scalars, so the numbers are exactly
+    those Theano's own shape code computes.  A dimension that needs a value no
+    input gives (``Shape_i`` of an intermediate without ``infer_shape``: a
+    data-dependent size such as ``nonzero``) stays unknown.
+
+    Parameters
+    ----------
+    fgraph : FunctionGraph
+    variables : sequence of Variable
+        The values to size (the model's value ids).
+    shape_of : mapping
+        ``ShapeFeature.shape_of``.
+    """
+
+    def __init__(self, fgraph, variables: Sequence[Any], shape_of) -> None:
+        self.n_inputs = len(fgraph.inputs)
+        input_pos = {v: i for i, v in enumerate(fgraph.inputs)}
+        self.slot_of: dict = {}
+        self.init: list = []                 # slot -> constant value, or None
+        self.steps: list = []                # (node, arg slots, out slots, copy args)
+        self.dim_leaves: list = []           # (slot, input index, dim)
+        self.value_leaves: list = []         # (slot, input index)
+        self.shape_inputs: set[int] = set()  # inputs whose shapes the graphs read
+        self.value_inputs: set[int] = set()  # inputs whose values the graphs read
+        self._input_pos = input_pos
+        self._shape_of = shape_of
+        self.dims: list = []                 # per value: tuple of slots, or None (non-tensor)
+        for var in variables:
+            if not isinstance(var.type, TensorType):
+                self.dims.append(None)
+            elif var in input_pos:
+                self.dims.append(tuple(self._dim_leaf(input_pos[var], i)
+                                       for i in range(var.type.ndim)))
+            elif shape_of.get(var) is None:
+                self.dims.append((-1,) * var.type.ndim)
+            else:
+                self.dims.append(tuple(self._visit(d) for d in shape_of[var]))
+        self.n_slots = len(self.init)
+
+    def _new_slot(self, value=None) -> int:
+        self.init.append(value)
+        return len(self.init) - 1
+
+    def _dim_leaf(self, pos: int, i: int) -> int:
+        key = ("dim", pos, i)
+        if key not in self.slot_of:
+            self.slot_of[key] = s = self._new_slot()
+            self.dim_leaves.append((s, pos, i))
+            self.shape_inputs.add(pos)
+        return self.slot_of[key]
+
+    def _visit(self, root) -> int:
+        """Slot of shape scalar ``root`` (-1: unknown), adding its graph to the tape."""
+        stack, onstack = [root], {root}
+        while stack:
+            var = stack[-1]
+            if var in self.slot_of:
+                stack.pop()
+                onstack.discard(var)
+                continue
+            todo = self._leaf_or_args(var)
+            for t in todo:
+                if t in onstack:           # a cycle through stale ShapeFeature entries
+                    self.slot_of[t] = -1
+            todo = [t for t in todo if t not in self.slot_of]
+            if todo:                       # its arguments first
+                stack.extend(todo)
+                onstack.update(todo)
+        return self.slot_of[root]
+
+    def _leaf_or_args(self, var) -> list:
+        """Set ``slot_of[var]`` if it is a leaf or its args are done; else return the args."""
+        pos = self._input_pos
+        if isinstance(var, Constant):
+            self.slot_of[var] = self._new_slot(np.asarray(var.data))
+            return []
+        owner = var.owner
+        if owner is None:
+            if var in pos:
+                self.slot_of[var] = s = self._new_slot()
+                self.value_leaves.append((s, pos[var]))
+                self.value_inputs.add(pos[var])
+            else:
+                self.slot_of[var] = -1
+            return []
+        if isinstance(owner.op, Shape_i):
+            x, i = owner.inputs[0], owner.op.i
+            if x in pos:
+                self.slot_of[var] = self._dim_leaf(pos[x], i)
+                return []
+            sym = self._shape_of.get(x)
+            if sym is None or i >= len(sym) or sym[i] is var:
+                self.slot_of[var] = -1     # data-dependent (no infer_shape)
+                return []
+            if sym[i] not in self.slot_of:
+                return [sym[i]]
+            self.slot_of[var] = self.slot_of[sym[i]]
+            return []
+        args = list(owner.inputs)
+        if isinstance(owner.op, Shape) and args[0] in pos:
+            x = args[0]
+            leaves = [self._dim_leaf(pos[x], i) for i in range(x.type.ndim)]
+            self.slot_of[var] = s = self._new_slot()
+            self.steps.append(("shape", leaves, s))
+            return []
+        todo = [a for a in args if a not in self.slot_of]
+        if todo:
+            return todo
+        arg_slots = [self.slot_of[a] for a in args]
+        outs = [self._new_slot() for _ in owner.outputs]
+        for o, s in zip(owner.outputs, outs):
+            self.slot_of[o] = s
+        copy = bool(getattr(owner.op, "destroy_map", None))
+        self.steps.append((owner, arg_slots, outs, copy))
+        return []
+
+    def run(self, cells: Sequence[list]) -> list:
+        """Every value's dims (tuple with ``None`` for an unknown one; ``None``: not a tensor).
+
+        ``cells[i]`` is the storage cell of ``fgraph.inputs[i]``.
+        """
+        vals = list(self.init)
+        vals.append(_UNKNOWN)               # slot -1
+        for s, pos, i in self.dim_leaves:
+            shp = getattr(cells[pos][0], "shape", None)
+            vals[s] = np.asarray(shp[i], dtype="int64") if shp is not None and i < len(shp) \
+                else _UNKNOWN
+        for s, pos in self.value_leaves:
+            x = cells[pos][0]
+            vals[s] = _UNKNOWN if x is None else x
+        for step in self.steps:
+            if step[0] == "shape":
+                _, leaves, s = step
+                parts = [vals[x] for x in leaves]
+                vals[s] = _UNKNOWN if any(p is _UNKNOWN for p in parts) else \
+                    np.asarray([int(p) for p in parts], dtype="int64")
+                continue
+            node, arg_slots, outs, copy = step
+            args = [vals[a] for a in arg_slots]
+            if any(a is _UNKNOWN for a in args):
+                for s in outs:
+                    vals[s] = _UNKNOWN
+                continue
+            if copy:
+                args = [np.array(a) for a in args]
+            store = [[None] for _ in outs]
+            try:
+                node.op.perform(node, args, store)
+            except Exception:        # an op without a usable perform: unknown
+                store = [[_UNKNOWN] for _ in outs]
+            for s, cell in zip(outs, store):
+                vals[s] = cell[0]
+        out = []
+        for d in self.dims:
+            if d is None:
+                out.append(None)
+                continue
+            out.append(tuple(None if vals[s] is _UNKNOWN or vals[s] is None else int(vals[s])
+                             for s in d))
+        return out
+
+
+def signature_reader(shape_cells: Sequence[list], value_cells: Sequence[list]):
+    """A function of no argument returning the call's signature from the cells."""
+    if not value_cells:
+        if len(shape_cells) == 1:
+            c0 = shape_cells[0]
+            return lambda: c0[0].shape
+        return lambda: tuple([c[0].shape for c in shape_cells])
+
+    def read():
+        return (tuple([c[0].shape for c in shape_cells]),
+                tuple([np.asarray(c[0]).tobytes() for c in value_cells]))
+    return read
+
+
+# --------------------------------------------------------------------------- plans
+@dataclass
+class Plan:
+    """One call-time plan: what was planned for one signature, and the figures reports show.
+
+    Attributes
+    ----------
+    signature : hashable
+        Shapes of the inputs the shape graphs read (and values they read by value).
+    exact : bool
+        Every size was known (no dimension left to the ``lowmem_unknown_dim`` hint).
+    order : tuple of int
+        Node ids (model numbering: Theano's own executed order is ``range(n)``).
+    method, optimal, lower_bound : as :class:`theano_lowmem.core.schedule.Schedule`
+    peak, baseline_peak : int
+        Modelled peak of this order and of Theano's order (gc-on, exact sizes).
+    held : int
+        Modelled bytes the cells hold after a call with ``allow_gc=False``.
+    planned : int
+        The figure the budget is checked against: ``peak`` (gc on) or ``held`` (gc off).
+    seconds : dict
+        Planning time by phase (``shapes``, ``model``, ``schedule``, ``vm``, ``total``).
+    """
+
+    signature: Any
+    exact: bool
+    order: tuple
+    method: str
+    optimal: bool
+    lower_bound: int
+    peak: int
+    baseline_peak: int
+    held: int
+    planned: int
+    seconds: dict
+    dims: list = field(repr=False, default=None)
+    over_budget: bool = False
+    budget: int = 0
+    calls: int = 0
+    warned: bool = False
+    vm: Any = field(repr=False, default=None)
+
+    def to_dict(self) -> dict:
+        return {k: getattr(self, k) for k in (
+            "exact", "method", "optimal", "lower_bound", "peak", "baseline_peak", "held",
+            "planned", "over_budget", "budget", "calls")} | {
+            "signature": repr(self.signature), "seconds": dict(self.seconds)}
+
+
+class CallPlanner:
+    """Makes :class:`Plan` objects for one linked function (built once at link time).
+
+    Parameters
+    ----------
+    linker : LowMemLinker
+        The linker that made the thunks; its ``make_vm`` builds each plan's VM.
+    model : FGModel
+        Structural model, node ids in Theano's executed order (the baseline).
+    link_ids : sequence of int
+        The order the linked (base) VM runs.
+    extra_deps : list of list of int
+        Ordering constraints every plan must keep (DestroyHandler's, and those
+        that keep the link-time shared cells valid).
+    cell_groups : list of list of int
+        Values sharing one cell (``allow_gc=False``), for the held bytes.
+    vm_args : dict
+        The arguments the linker passed to ``make_vm`` for the base VM.
+    """
+
+    def __init__(self, linker, fgraph, model, link_ids, extra_deps, cell_groups, vm_args,
+                 base_vm, shape_feature) -> None:
+        from .model import _workspace_rules
+        self.linker = linker
+        self.fgraph = fgraph
+        self.model = model
+        self.link_ids = tuple(link_ids)
+        self.structure = dict(model.structure, extra_deps=extra_deps)
+        self.cell_groups = cell_groups
+        self.vm_args = vm_args
+        self.base_vm = base_vm
+        self.gc = bool(linker.allow_gc)
+        t0 = time.perf_counter()
+        self.program = ShapeProgram(fgraph, model.variables, shape_feature.shape_of)
+        self.program_seconds = time.perf_counter() - t0
+        self.itemsize = model.itemsize
+        rules = _workspace_rules()
+        self.ws_nodes = [(i, rules[type(a.op)]) for i, a in enumerate(model.nodes)
+                         if type(a.op) in rules]
+        cells = [vm_args["storage_map"][v] for v in fgraph.inputs]
+        self.input_cells = cells
+        self.shape_cells = [cells[i] for i in sorted(self.program.shape_inputs)]
+        self.value_cells = [cells[i] for i in sorted(self.program.value_inputs)]
+        self.signature = signature_reader(self.shape_cells, self.value_cells)
+        self.budget = 0
+        self.action = "warn"
+
+    def refresh_budget(self) -> None:
+        from .config import parse_bytes
+        self.budget = parse_bytes(_flag("lowmem_budget", "0"))
+        self.action = str(_flag("lowmem_budget_action", "warn"))
+
+    def plan(self, sig) -> Plan:
+        """Plan for the shapes now in the input cells (signature ``sig``)."""
+        t0 = time.perf_counter()
+        dims = self.program.run(self.input_cells)
+        t1 = time.perf_counter()
+        hint = int(_flag("lowmem_unknown_dim", 128))
+        exact = True
+        size = []
+        for d, isz in zip(dims, self.itemsize):
+            if d is None:
+                size.append(0)
+                continue
+            n = 1
+            for x in d:
+                if x is None:
+                    exact, x = False, hint
+                n *= x
+            size.append(n * isz)
+        workspace = list(self.structure["workspace"])
+        if self.ws_nodes:
+            ev = _DimsView(self.model, dims, hint)
+            for i, rule in self.ws_nodes:
+                workspace[i] = rule(self.model.nodes[i], ev, hint)
+        g = Graph(size=size, **dict(self.structure, workspace=workspace))
+        t2 = time.perf_counter()
+        n = g.n_nodes
+        baseline = list(range(n))
+        if exact:
+            budget = min(float(_flag("lowmem_time_budget", 0.25)),
+                         CALL_BUDGET_FLOOR + CALL_BUDGET_PER_1000 * n / 1000)
+            res = schedule(g, baseline=baseline, time_budget=budget,
+                           exact_max_nodes=int(_flag("lowmem_exact_max_nodes", 20)))
+            order, method, optimal, lower = res.order, res.method, res.optimal, res.lower_bound
+            peak, base_peak = res.peak, res.baseline_peak
+        else:   # never reorder on guessed sizes: Theano's order
+            tr = simulate(g, baseline, check=False)
+            order, method, optimal, lower = tuple(baseline), "baseline (inexact sizes)", False, 0
+            peak = base_peak = tr.peak
+        t3 = time.perf_counter()
+        held = self._held(g)
+        vm = self._vm_for(order)
+        t4 = time.perf_counter()
+        p = Plan(sig, exact, tuple(order), method, optimal, lower, peak, base_peak, held,
+                 peak if self.gc else held,
+                 dict(shapes=t1 - t0, model=t2 - t1, schedule=t3 - t2, vm=t4 - t3,
+                      total=t4 - t0),
+                 dims=dims, vm=vm)
+        self.refresh_budget()
+        p.budget = self.budget
+        p.over_budget = bool(self.budget) and p.planned > self.budget
+        return p
+
+    def _held(self, g: Graph) -> int:
+        """Bytes held after a gc-off call: a shared cell holds its largest occupant."""
+        grouped = {v for grp in self.cell_groups for v in grp}
+        held = sum(g.size[b] for b in g.buffers if b not in grouped)
+        return held + sum(max(g.size[v] for v in grp) for grp in self.cell_groups)
+
+    def _vm_for(self, order: Sequence[int]):
+        """A VM over the linked thunks that runs ``order`` (model node ids)."""
+        if tuple(order) == self.link_ids:
+            return self.base_vm
+        from .order import OrderFeature
+        nodes = [self.model.nodes[i] for i in order]
+        feature = next(f for f in self.fgraph._features if isinstance(f, OrderFeature))
+        args = dict(self.vm_args)
+        if not self.linker.use_cloop:          # Loop / LoopGC run their node list
+            pos = {a: i for i, a in enumerate(args["nodes"])}
+            args["thunks"] = [args["thunks"][pos[a]] for a in nodes]
+            args["nodes"] = nodes
+            if args["post_thunk_clear"] is not None:
+                args["post_thunk_clear"] = _post_thunk_clear(self.fgraph, nodes,
+                                                             args["storage_map"])
+        from .storage_reuse import LowMemLinker
+        saved = (feature.order, feature.chained, feature.valid)
+        try:                                   # the CVM reads orderings() when built
+            _set_order(feature, nodes)
+            # LowMemLinker's own make_vm: the stored thunks are already what a subclass
+            # (e.g. the tracer of executed.py) made of them
+            vm = LowMemLinker.make_vm(self.linker, **args)
+        finally:
+            _set_order(feature, saved[0], saved[1], saved[2])
+        vm.storage_map = args["storage_map"]          # as VM_Linker.make_all does (vm.py:1144-1145)
+        vm.compute_map = args["compute_map"]
+        return vm
+
+
+def _set_order(feature, order, chained=None, valid=True) -> None:
+    if hasattr(feature, "set_order") and chained is None:
+        feature.set_order(order)
+        return
+    feature.order = list(order)
+    if chained is not None:
+        feature.chained = chained
+    feature.valid = valid
+    feature._dirty = True
+    for attr in ("_cache", "_prereqs"):        # any cached prerequisites of the old order
+        if hasattr(feature, attr):
+            setattr(feature, attr, None)
+
+
+def _post_thunk_clear(fgraph, nodes, storage_map) -> list:
+    """LoopGC's clear lists for ``nodes`` (as ``VM_Linker.make_all``, vm.py:1122-1134)."""
+    from theano.gof.link import gc_helper
+    computed, last_user = gc_helper(nodes)
+    outs = set(fgraph.outputs)
+    return [[storage_map[i] for i in node.inputs
+             if i in computed and i not in outs and last_user[i] is node] for node in nodes]
+
+
+class _DimsView:
+    """``.shape(var)`` over a plan's dims (the interface of the model's workspace rules)."""
+
+    def __init__(self, model, dims, hint: int) -> None:
+        self.model, self.dims, self.hint = model, dims, hint
+
+    def shape(self, var):
+        v = self.model.value_id.get(var)
+        d = None if v is None else self.dims[v]
+        return None if d is None else tuple(self.hint if x is None else x for x in d)
+
+
+# --------------------------------------------------------------------------- the VM
+class PlanningError(RuntimeError):
+    """Planning failed for a signature (the call then runs Theano's order)."""
+
+
+class PlannedVM:
+    """The VM of a function with call-time plans (what ``Function.fn`` holds).
+
+    Calls select the plan of the signature in the input cells (a tuple of
+    shapes and one dict lookup when cached) and run its VM.  Every other
+    attribute (``storage_map``, ``thunks``, ``nodes``, ``allow_gc``,
+    ``need_update_inputs``, ``position_of_error``...) is the current VM's.
+
+    Attributes
+    ----------
+    plans : OrderedDict
+        Signature -> :class:`Plan`, least recently used first.
+    hits, misses : int
+    evicted : int
+    failed : str or None
+        Why planning was switched off for this function (after one warning).
+    """
+
+    def __init__(self, planner: CallPlanner, name: str = "") -> None:
+        self.__dict__.update(_planner=planner, _vm=planner.base_vm, plans=OrderedDict(),
+                             hits=0, misses=0, evicted=0, failed=None, name=name,
+                             _own_error=False, current=None, _sig=planner.signature,
+                             _max=int(_flag("lowmem_plan_cache", 4)))
+
+    @property
+    def vm(self):
+        """The VM the last call ran (the linked one before any call)."""
+        return self._vm
+
+    # Function.__call__ (function_module.py:903-917) asks for these on an error
+    @property
+    def position_of_error(self):
+        if self._own_error:
+            raise AttributeError("position_of_error")
+        return self._vm.position_of_error
+
+    def __getattr__(self, name):
+        return getattr(self.__dict__["_vm"], name)
+
+    def __setattr__(self, name, value):
+        if name in self.__dict__:
+            self.__dict__[name] = value
+        else:
+            setattr(self._vm, name, value)
+
+    def __call__(self, *args, **kwargs):
+        self.__dict__["_own_error"] = False
+        if self.failed is None:
+            try:
+                sig = self._sig()
+            except Exception as exc:   # e.g. a missing input: let the VM report it
+                sig = ("unreadable", type(exc).__name__)
+            plan = self.plans.get(sig)
+            if plan is None:
+                plan = self._miss(sig)
+            else:
+                self.hits += 1
+                if len(self.plans) > 1:
+                    self.plans.move_to_end(sig)
+            if plan is not None:
+                self.__dict__["current"] = plan
+                plan.calls += 1
+                if plan.over_budget:
+                    self._over_budget(plan)
+                self.__dict__["_vm"] = plan.vm
+        return self._vm(*args, **kwargs)
+
+    def _miss(self, sig):
+        self.misses += 1
+        try:
+            plan = self._planner.plan(sig)
+        except Exception as exc:
+            self.__dict__["failed"] = f"{type(exc).__name__}: {exc}"
+            self.__dict__["_vm"] = self._planner.base_vm
+            if _flag("lowmem_warn", True):
+                warnings.warn(f"theano_lowmem: call-time planning failed for function "
+                              f"{self.name or '<unnamed>'} ({self.failed}); it runs Theano's "
+                              f"order from now on (results are unaffected)", stacklevel=4)
+            return None
+        self.plans[sig] = plan
+        while len(self.plans) > self._max:
+            self.plans.popitem(last=False)
+            self.evicted += 1
+        return plan
+
+    def _over_budget(self, plan: Plan) -> None:
+        what = "peak" if self._planner.gc else "held bytes (allow_gc=False)"
+        msg = (f"theano_lowmem: function {self.name or '<unnamed>'} with input shapes "
+               f"{plan.signature} has a planned {what} of {plan.planned:,} B, over the budget "
+               f"of {plan.budget:,} B (flag lowmem_budget)")
+        if self._planner.action == "raise":
+            self.__dict__["_own_error"] = True     # Function.__call__ then re-raises as is
+            raise MemoryError(msg + "; nothing was allocated for this call")
+        if not plan.warned:
+            plan.warned = True
+            warnings.warn(msg, stacklevel=4)
+
+    def executed_nodes(self) -> list:
+        """The Apply nodes in the order the current plan runs (the link order before a call)."""
+        p = self._planner
+        ids = self.current.order if self.current is not None else p.link_ids
+        return [p.model.nodes[i] for i in ids]
+
+    def clear_plans(self) -> None:
+        """Forget every plan (the next call plans again)."""
+        self.plans.clear()
+        self.__dict__["_vm"] = self._planner.base_vm
+
+
+def planned_vm(f) -> PlannedVM | None:
+    """The :class:`PlannedVM` of a compiled function, if it has one."""
+    fn = getattr(f, "fn", None)
+    return fn if isinstance(fn, PlannedVM) else None
