@@ -196,3 +196,75 @@ def downset_optimum(g: Graph, max_states: int = 300_000) -> tuple[int, list[int]
         order.append(m)
         mask = prev
     return layer[full][0] if n else 0, order[::-1], states
+
+
+# ------------------------------------------------------------------ traced real calls
+class Recorder:
+    """What the thunks of the functions linked inside :func:`tracing` did.
+
+    ``steps``: one ``(node, reads, writes)`` per node run since the last :meth:`clear`,
+    in execution order; ``reads`` is ``[(var, cell, obj)]`` for each input (``cell`` the
+    list object the thunk really reads, ``obj`` what it held just before the node ran),
+    ``writes`` the same for the outputs just after.  With ``snapshot=True`` every
+    array written is also copied, and each read compares the cell's contents with that
+    copy when the reader runs: ``same[step][k]`` is False when input ``k`` of that step
+    was changed since it was written (None: not compared).
+    """
+
+    def __init__(self, snapshot: bool) -> None:
+        self.snapshot = snapshot
+        self.steps: list = []
+        self.same: list = []
+        self._copy: dict = {}
+
+    def clear(self) -> None:
+        self.steps, self.same, self._copy = [], [], {}
+
+    def order(self) -> list:
+        return [node for node, _, _ in self.steps]
+
+    def wrap(self, node, thunk):
+        import numpy as np
+        if getattr(thunk, "recorder", None) is self:
+            return thunk
+
+        def run():
+            reads = [(v, c, c[0]) for v, c in zip(node.inputs, thunk.inputs)]
+            if self.snapshot:
+                self.same.append([np.array_equal(o, self._copy[v], equal_nan=True)
+                                  if v in self._copy and isinstance(o, np.ndarray) else None
+                                  for v, _, o in reads])
+            rval = thunk()
+            writes = [(v, c, c[0]) for v, c in zip(node.outputs, thunk.outputs)]
+            self.steps.append((node, reads, writes))
+            if self.snapshot:
+                self._copy.update((v, np.array(o, copy=True)) for v, _, o in writes
+                                  if isinstance(o, np.ndarray))
+            return rval
+        # no ``cthunk`` attribute: the C VM calls it through Python, with the same walk
+        run.lazy, run.inputs, run.outputs, run.recorder = thunk.lazy, thunk.inputs, thunk.outputs, self
+        return run
+
+
+@__import__("contextlib").contextmanager
+def tracing(snapshot: bool = False):
+    """Every VM built inside this context records its real calls into the :class:`Recorder`
+    it yields (call the functions inside the context too: a VM built at call time is
+    wrapped only while the context is active).
+
+    ``VM_Linker.make_vm`` (theano/gof/vm.py) receives the thunks after ``make_thunk``
+    captured their storage cells; each is wrapped there, so the recorded cells are the
+    ones the VM really uses, whatever linker subclass planned them.
+    """
+    from theano.gof import vm as theano_vm
+    stock = theano_vm.VM_Linker.make_vm
+    rec = Recorder(snapshot)
+
+    def make_vm(self, nodes, thunks, *args, **kwargs):
+        return stock(self, nodes, [rec.wrap(n, t) for n, t in zip(nodes, thunks)], *args, **kwargs)
+
+    theano_vm.VM_Linker.make_vm = make_vm
+    try:
+        yield rec
+    finally:
+        theano_vm.VM_Linker.make_vm = stock
