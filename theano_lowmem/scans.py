@@ -1,51 +1,94 @@
 """Scan inner functions: give them the lowmem pass and the sharing linker.
 
 Scan compiles its inner function lazily, in ``Scan.make_thunk``
-(scan_op.py:860-866), with its own mode (``Scan.__init__``:
+(scan_op.py:858-866: only if the op has no ``fn`` yet, so every later thunk of
+the same op object reuses it), with its own mode (``Scan.__init__``:
 ``get_mode(self.mode).clone(link_kwargs=dict(allow_gc=self.allow_gc))``,
-scan_op.py:174-186), not with the outer function's mode.
+scan_op.py:174-184), not with the outer function's mode.
+
+The op object can be the user's: ``Apply.clone`` keeps the op instance
+(graph.py:192-209, ``Apply.clone``), so a graph compiled without scan rewrites (e.g.
+``fast_compile``) holds the very Scan op of the user's symbolic graph.  Setting
+``mode_instance`` on it would decide the inner mode of every later function
+compiled from that graph, stock ones included.  So a compiled function gets a
+*private* Scan op: a shallow copy (equal and of equal hash: ``Scan.__eq__`` and
+``__hash__``, scan_op.py:637-706, read neither the mode nor ``fn``) with its
+own ``mode_instance`` and no compiled inner function.
 """
 from __future__ import annotations
+
+import copy
 
 import theano
 
 OPT_NAME = "lowmem"
 
 
+def private_scan_op(op, mode_instance):
+    """A copy of Scan ``op`` that compiles its inner function with ``mode_instance``.
+
+    The user's op is not modified.  The copy shares the inner graph (Scan
+    compiles a clone of it, through ``theano.function``) and drops a compiled
+    inner function ``fn`` that the original may carry.
+    """
+    new = copy.copy(op)
+    new.__dict__.pop("fn", None)
+    new.mode_instance = mode_instance
+    return new
+
+
 def _include_lowmem_in_scans(fgraph) -> None:
-    """Scan compiles its inner function with its own mode (scan_op.py:174-186,
-    860-866), not the outer one: add the pass there if not compiled yet."""
+    """Scan compiles its inner function with its own mode (scan_op.py:174-184,
+    858-866), not the outer one: add the pass there.
+
+    The scan node is replaced (``replace_all_validate``) by one whose op is a
+    :func:`private_scan_op`; the user's op keeps its mode.
+    """
     from theano.scan_module.scan_op import Scan
-    for node in fgraph.apply_nodes:
+    private: dict = {}          # one copy per op object, as Theano compiles one inner fn per op
+    for node in list(fgraph.apply_nodes):
         op = node.op
-        if isinstance(op, Scan) and not getattr(op, "fn", None):
-            inner = op.mode_instance
-            if isinstance(inner.provided_optimizer, theano.gof.Query) and \
-                    OPT_NAME not in inner.provided_optimizer.include:
-                op.mode_instance = inner.including(OPT_NAME)
+        if not isinstance(op, Scan):
+            continue
+        inner = op.mode_instance
+        if not isinstance(inner.provided_optimizer, theano.gof.Query) or \
+                OPT_NAME in inner.provided_optimizer.include:
+            continue
+        if id(op) not in private:
+            private[id(op)] = private_scan_op(op, inner.including(OPT_NAME))
+        new_op = private[id(op)]
+        new_node = theano.Apply(new_op, list(node.inputs), [o.clone() for o in node.outputs])
+        fgraph.replace_all_validate(list(zip(node.outputs, new_node.outputs)),
+                                    reason="lowmem: private scan op with the pass inside")
 
 
 def use_in_scans(fgraph, linker) -> None:
-    """Give scan nodes whose inner function is not compiled yet a LowMemLinker too.
+    """Give scan nodes a LowMemLinker for their inner function too.
 
-    Scan compiles its inner function in ``make_thunk`` (scan_op.py:860-866),
-    which ``VM_Linker.make_all`` calls after this, with its own mode
-    (``Scan.__init__``: ``get_mode(self.mode).clone(link_kwargs=dict(allow_gc=
-    self.allow_gc))``, scan_op.py:174-186), not the outer function's.  Keep the
-    inner mode's optimizer and the inner linker's arguments; only the class changes.
+    Scan compiles its inner function in ``make_thunk`` (scan_op.py:858-866),
+    which ``VM_Linker.make_all`` calls after this, with its own mode, not the
+    outer function's.  Keep the inner mode's optimizer and the inner linker's
+    arguments; only the class changes.  The node gets a :func:`private_scan_op`
+    in place (``node.op`` of *this* graph: at link time a replacement node would
+    change variables that ``accept`` already recorded, e.g. ``no_recycling``);
+    the op it had, possibly the user's, is not modified.
     """
     from theano.gof.vm import VM_Linker
     from theano.scan_module.scan_op import Scan
     from .activate import _linker_kwargs
     from .storage_reuse import LowMemLinker
+    private: dict = {}
     for node in fgraph.apply_nodes:
         op = node.op
-        if not isinstance(op, Scan) or getattr(op, "fn", None):
+        if not isinstance(op, Scan):
             continue
         inner = op.mode_instance
         if isinstance(inner.linker, LowMemLinker) or not isinstance(inner.linker, VM_Linker):
             continue
-        kwargs = _linker_kwargs(inner.linker)
-        new = LowMemLinker(share=linker.share, check_plan=linker.check_plan,
-                           share_by=linker.share_by, **kwargs)
-        op.mode_instance = theano.Mode(linker=new, optimizer=inner.provided_optimizer)
+        if id(op) not in private:
+            kwargs = _linker_kwargs(inner.linker)
+            new = LowMemLinker(share=linker.share, check_plan=linker.check_plan,
+                               share_by=linker.share_by, **kwargs)
+            private[id(op)] = private_scan_op(
+                op, theano.Mode(linker=new, optimizer=inner.provided_optimizer))
+        node.op = private[id(op)]

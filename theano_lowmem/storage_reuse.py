@@ -232,6 +232,8 @@ class LowMemLinker(VM_Linker):
             if warn:
                 warnings.warn(f"theano_lowmem: could not attach a DestroyHandler "
                               f"({type(exc).__name__}: {exc})", stacklevel=2)
+        from .order import carry_order
+        carry_order(fgraph)     # a Function.copy() graph: pin the order its nodes carry
         _warn_unsized_types(fgraph)
         share = self.share if self.share is not None else bool(_flag("lowmem_share", True))
         call_plan = self.call_plan if self.call_plan is not None else \

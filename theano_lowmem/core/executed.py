@@ -16,7 +16,7 @@ Lazy nodes (``ifelse``) make the order depend on data and are not replicated.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 
 def cvm_order(node_inputs: Sequence[Sequence[int]], node_outputs: Sequence[Sequence[int]],
@@ -48,14 +48,47 @@ def cvm_order(node_inputs: Sequence[Sequence[int]], node_outputs: Sequence[Seque
     ...           [[], [], [], []], [2, 4])
     [0, 1, 2, 3]
     """
+    return cvm_walk(node_inputs, node_outputs, var_owner, lambda node, computed: node_prereqs[node],
+                    output_vars)[0]
+
+
+def cvm_walk(node_inputs: Sequence[Sequence[int]], node_outputs: Sequence[Sequence[int]],
+             var_owner: Sequence[int],
+             prereqs_of: Callable[[int, Sequence[bool]], Sequence[int]],
+             output_vars: Sequence[int]) -> tuple[list[int], int]:
+    """The C VM's walk (``lazy_rec_eval``, without lazy nodes): order and recursion depth.
+
+    Same encoding as :func:`cvm_order`, except that a node's prerequisite
+    variables come from ``prereqs_of(node, computed)``, called once, when the
+    walk first enters the node (``computed[v]`` tells which variables are
+    computed at that moment), and must be sorted as ``make_vm`` sorts them.
+
+    Returns
+    -------
+    order : list of int
+        Node indices in execution order.
+    depth : int
+        The deepest nesting of ``lazy_rec_eval`` calls on an uncomputed
+        variable: how deep the C recursion goes (each level is one C stack frame).
+
+    Examples
+    --------
+    >>> # b reads a; c is independent; outputs [b_out, c_out]; c waits for b
+    >>> cvm_walk([[0], [1], [0]], [[1], [2], [3]], [-1, 0, 1, 2],
+    ...          lambda n, computed: [2] if n == 2 else [], [2, 3])
+    ([0, 1, 2], 2)
+    """
     computed = [owner < 0 for owner in var_owner]
     order: list[int] = []
+    depth = 0
     for out in output_vars:
         if computed[out]:
             continue
         # frame: [node, pending variables to evaluate first, next position]
-        stack = [[var_owner[out], list(node_prereqs[var_owner[out]]) + list(node_inputs[var_owner[out]]), 0]]
+        owner = var_owner[out]
+        stack = [[owner, list(prereqs_of(owner, computed)) + list(node_inputs[owner]), 0]]
         while stack:
+            depth = max(depth, len(stack))
             frame = stack[-1]
             node, pending, pos = frame
             while pos < len(pending) and computed[pending[pos]]:
@@ -63,7 +96,7 @@ def cvm_order(node_inputs: Sequence[Sequence[int]], node_outputs: Sequence[Seque
             frame[2] = pos
             if pos < len(pending):
                 owner = var_owner[pending[pos]]
-                stack.append([owner, list(node_prereqs[owner]) + list(node_inputs[owner]), 0])
+                stack.append([owner, list(prereqs_of(owner, computed)) + list(node_inputs[owner]), 0])
                 continue
             stack.pop()
             if all(computed[v] for v in node_outputs[node]):
@@ -71,7 +104,7 @@ def cvm_order(node_inputs: Sequence[Sequence[int]], node_outputs: Sequence[Seque
             order.append(node)
             for v in node_outputs[node]:
                 computed[v] = True
-    return order
+    return order, depth
 
 
 def stack_order(node_inputs: Sequence[Sequence[int]], node_outputs: Sequence[Sequence[int]],
