@@ -113,21 +113,21 @@ class ShapeProgram:
 
     def _visit(self, root) -> int:
         """Slot of shape scalar ``root`` (-1: unknown), adding its graph to the tape."""
-        stack, onstack = [root], {root}
+        stack, expanded = [root], set()    # expanded: on the current path, args pushed
         while stack:
             var = stack[-1]
             if var in self.slot_of:
                 stack.pop()
-                onstack.discard(var)
+                expanded.discard(var)
                 continue
             todo = self._leaf_or_args(var)
+            if not todo:                   # a leaf, or its args are done
+                continue
             for t in todo:
-                if t in onstack:           # a cycle through stale ShapeFeature entries
+                if t in expanded:          # a cycle through stale ShapeFeature entries
                     self.slot_of[t] = -1
-            todo = [t for t in todo if t not in self.slot_of]
-            if todo:                       # its arguments first
-                stack.extend(todo)
-                onstack.update(todo)
+            expanded.add(var)
+            stack.extend(t for t in todo if t not in self.slot_of)
         return self.slot_of[root]
 
     def _leaf_or_args(self, var) -> list:

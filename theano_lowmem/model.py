@@ -140,7 +140,8 @@ class _DimKeys:
                 stack.pop()
                 continue
             if isinstance(v, Constant):
-                key: Hashable = ("const", int(np.asarray(v.data)))
+                data = np.asarray(v.data)
+                key: Hashable = ("const", data.dtype.str, data.shape, data.tobytes())
             elif v.owner is None:
                 key = ("var", v)
             elif isinstance(v.owner.op, Shape_i):

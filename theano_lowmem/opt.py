@@ -19,12 +19,33 @@ __all__ = ["LowMemOpt", "OrderFeature", "attach_order", "planned_order", "regist
 OPT_NAME = "lowmem"
 OPT_POSITION = 100.5
 COMBINED_NAME = "fast_run+lowmem"
-# Other sizes tried for dimensions nothing fixes at compile time (see LowMemOpt._robust).
-ROBUSTNESS_DIMS = (1, 16, 1024)
+_deferred_noted = False
 
 
 def _flag(name: str, default):
     return getattr(theano.config, name, default)
+
+
+def _unknown_inputs(fgraph) -> list[str]:
+    """Explicit tensor inputs whose shape nothing gives at compile time (no test value)."""
+    from theano.compile.sharedvalue import SharedVariable
+    from theano.gof import Constant
+    from theano.tensor.type import TensorType
+    return [str(v) for v in fgraph.inputs
+            if isinstance(v.type, TensorType) and v.type.ndim > 0
+            and not isinstance(v, (SharedVariable, Constant))
+            and getattr(v.tag, "test_value", None) is None]
+
+
+def _note_deferred() -> None:
+    """Say once per process what happens to graphs whose sizes are only known at call time."""
+    global _deferred_noted
+    if _deferred_noted:
+        return
+    _deferred_noted = True
+    if not _flag("lowmem_call_plan", True):
+        warn("call-time planning is off (lowmem_call_plan=False) and input shapes are "
+             "unknown at compile time: such functions keep Theano's order")
 
 
 class LowMemOpt(Optimizer):
@@ -56,49 +77,46 @@ class LowMemOpt(Optimizer):
 
     def _apply(self, fgraph):
         from .core.schedule import schedule
+        from .executed import is_lazy_node
         from .model import model_of_fgraph
         t0 = time.perf_counter()
         _include_lowmem_in_scans(fgraph)
         for feature in list(fgraph._features):       # re-optimisation: plan afresh
             if isinstance(feature, OrderFeature):
                 fgraph.remove_feature(feature)
+        fgraph.lowmem_info = info = {}
         nodes = fgraph.toposort()
         if len(nodes) < 2:
+            return
+        # A compile-time order is pinned only when it is chosen on exact sizes and compared
+        # with the order Theano really runs.  Lazy graphs (ifelse) run a data-dependent
+        # order the replica cannot give (the old code compared with toposort(), which is
+        # not what the C VM runs: issue 10, the stochastic-depth voxel net).
+        if any(is_lazy_node(n) for n in nodes):
+            info.update(method="Theano's order (lazy graph)", exact_sizes=False)
+            return
+        unknown = _unknown_inputs(fgraph)
+        if unknown:
+            info.update(method="Theano's order (sizes known at call time)", exact_sizes=False,
+                        unknown_inputs=unknown)
+            _note_deferred()
             return
         try:
             baseline = cvm_order(fgraph, nodes)
         except NotReplicable:
-            baseline = nodes
+            return
         model = model_of_fgraph(fgraph, baseline)
+        if not all(model.exact[b] for b in model.graph.buffers):   # data-dependent sizes
+            info.update(method="Theano's order (data-dependent sizes)", exact_sizes=False)
+            return
         result = schedule(model.graph, baseline=range(len(baseline)),
                           time_budget=float(_flag("lowmem_time_budget", 0.25)),
                           exact_max_nodes=int(_flag("lowmem_exact_max_nodes", 20)))
-        order = list(result.order)
-        exact_sizes = all(model.exact[b] for b in model.graph.buffers)
-        robust = exact_sizes or self._robust(fgraph, baseline, order, model)
-        if not robust:
-            order = list(range(len(baseline)))
-        info = dict(method=result.method if robust else "baseline (not robust to sizes)",
-                    peak=result.peak, baseline_peak=result.baseline_peak,
+        info.update(method=result.method, peak=result.peak, baseline_peak=result.baseline_peak,
                     optimal=result.optimal, lower_bound=result.lower_bound,
                     schedule_seconds=result.elapsed, work=result.work, capped=result.capped,
-                    pass_seconds=time.perf_counter() - t0,
-                    exact_sizes=exact_sizes, robust=robust)
-        attach_order(fgraph, [model.nodes[i] for i in order], info)
-
-    @staticmethod
-    def _robust(fgraph, baseline, order, model) -> bool:
-        """With sizes that depend on the hint for unknown dimensions, keep the new
-        order only if it is no worse than Theano's for other plausible sizes too."""
-        from .core.memory import peak
-        hint = int(_flag("lowmem_unknown_dim", 128))
-        for alt in ROBUSTNESS_DIMS:
-            if alt == hint:
-                continue
-            g = model.graph_with(alt)
-            if peak(g, order, check=False) > peak(g, range(len(baseline)), check=False):
-                return False
-        return True
+                    pass_seconds=time.perf_counter() - t0, exact_sizes=True, robust=True)
+        attach_order(fgraph, [model.nodes[i] for i in result.order], dict(info))
 
     def print_summary(self, stream=None, level=0, depth=-1):
         print(f"{' ' * level}LowMemOpt (lowmem, position {OPT_POSITION})", file=stream)
