@@ -40,6 +40,7 @@ from theano.gof.vm import VM_Linker
 
 from .core.memory import keep_all_bytes, simulate
 from .core.schedule import exact_schedule, schedule
+from .callplan import planned_vm
 from .executed import NotReplicable, cvm_order, traced_function
 from .measure import _owner, measure_call
 from .model import model_for
@@ -145,6 +146,7 @@ class Report:
     series: dict
     notes: list = field(default_factory=list)
     timings: dict = field(default_factory=dict)
+    plans: dict = field(default_factory=dict)   # call-time plans of f, per signature
 
     def to_dict(self) -> dict:
         """Plain JSON-serialisable dict."""
@@ -188,8 +190,44 @@ class Report:
             lines += ["", f"Biggest values live at the peak of {which} order "
                           f"(step {self.modelled[which + '_peak_step']}, MODELLED):"]
             lines += [f"  {fmt_bytes(t['bytes']):>10s}  {t['label']}" for t in self.top_live[which]]
+        lines += _plans_lines(self.plans)
         lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
+
+
+def _plans_section(pv, measured_peak) -> dict:
+    """The call-time plans of ``f`` (per signature) and the state of its plan cache."""
+    if pv is None:
+        return {}
+    plans = []
+    for p in pv.plans.values():
+        d = p.to_dict()
+        d["current"] = p is pv.current
+        d["measured_peak"] = measured_peak if p is pv.current else None
+        plans.append(d)
+    return dict(cache=dict(size=len(pv.plans), capacity=pv._max, hits=pv.hits,
+                           misses=pv.misses, evicted=pv.evicted, failed=pv.failed),
+                plans=plans)
+
+
+def _plans_lines(plans: dict) -> list:
+    if not plans:
+        return []
+    c = plans["cache"]
+    out = ["", f"Call-time plans (one per input-shape signature; cache {c['size']}/{c['capacity']},"
+               f" {c['hits']} hits, {c['misses']} misses, {c['evicted']} evicted"
+               + (f"; planning FAILED: {c['failed']}" if c["failed"] else "") + "):",
+           f"  {'signature':<40s} {'sizes':>7s} {'modelled':>10s} {'measured':>10s} "
+           f"{'Theano':>10s} {'plan ms':>8s} {'calls':>6s}  method"]
+    for p in plans["plans"]:
+        sig = p["signature"] if len(p["signature"]) <= 40 else p["signature"][:37] + "..."
+        out.append(f"  {sig:<40s} {'exact' if p['exact'] else 'GUESSED':>7s} "
+                   f"{fmt_bytes(p['peak']):>10s} {fmt_bytes(p['measured_peak']):>10s} "
+                   f"{fmt_bytes(p['baseline_peak']):>10s} {1e3 * p['seconds']['total']:>8.1f} "
+                   f"{p['calls']:>6d}  {p['method']}{'  <- these inputs' if p['current'] else ''}")
+    out.append("  (modelled: gc-on peak of the plan's order; measured: tracemalloc, these inputs "
+               "only; Theano: modelled peak of Theano's own order)")
+    return out
 
 
 def _jsonable(o):
@@ -329,10 +367,19 @@ def report(f, *example_inputs, time_budget: float = 5.0, stock=None, name: str |
         rank = {model.node_id[n]: i for i, n in enumerate(traced)}
         theano_order = g.topological_order(key=lambda n: rank.get(n, len(rank)))
     pinned = planned_order(fg)
+    pv = planned_vm(f)
+    if pv is not None and measure:      # the plan f makes for these inputs: one real call
+        try:
+            f(*example_inputs)
+        finally:
+            shared.restore()
     t1 = time.perf_counter()
     sched = schedule(g, baseline=theano_order, time_budget=time_budget)
     t_sched = time.perf_counter() - t1
-    if pinned is not None and len(pinned) == g.n_nodes:
+    if pv is not None and pv.current is not None:
+        ours_order, source = model.ids(pv.executed_nodes()), "call-time plan for these shapes"
+        ours_method = f"{pv.current.method}, {'exact' if pv.current.exact else 'INEXACT'} sizes"
+    elif pinned is not None and len(pinned) == g.n_nodes:
         ours_order, source = model.ids(pinned), "pinned by the lowmem pass"
         info = next((ft.info for ft in fg._features if hasattr(ft, "info") and
                      type(ft).__name__ == "OrderFeature"), {})
@@ -374,8 +421,11 @@ def report(f, *example_inputs, time_budget: float = 5.0, stock=None, name: str |
         else:
             variants["stock"] = base_fn
             variants["stock_nogc"] = relink(f, VM_Linker(use_cloop=True, allow_gc=False))[0]
-        variants["ours"] = relink(f, LowMemLinker(use_cloop=True, allow_gc=True), ours_nodes)[0]
-        variants["ours_nogc"] = relink(f, LowMemLinker(use_cloop=True, allow_gc=False), ours_nodes)[0]
+        # exactly the order reported (call_plan=False: no re-planning in the relinked copies)
+        variants["ours"] = relink(f, LowMemLinker(use_cloop=True, allow_gc=True,
+                                                  call_plan=False), ours_nodes)[0]
+        variants["ours_nogc"] = relink(f, LowMemLinker(use_cloop=True, allow_gc=False,
+                                                       call_plan=False), ours_nodes)[0]
         try:
             for key, v in variants.items():
                 measured[key] = _measure_variant(v, example_inputs, shared)
@@ -386,8 +436,9 @@ def report(f, *example_inputs, time_budget: float = 5.0, stock=None, name: str |
         finally:
             shared.restore()
     timings["total_s"] = time.perf_counter() - t0
+    plans = _plans_section(pv, measured.get("ours", {}).get("peak"))
     return Report(name=name, n_nodes=g.n_nodes, n_values=g.n_values, exact_sizes=exact_sizes,
                   modelled=modelled, measured=measured, top_live=dict(theano=th_top, ours=our_top),
                   orders=dict(theano=theano_order, ours=list(ours_order),
                               rescheduled=list(sched.order)),
-                  series=series, notes=notes, timings=timings)
+                  series=series, notes=notes, timings=timings, plans=plans)
