@@ -1,9 +1,12 @@
 """The benchmark suite: stock Theano against theano_lowmem on the graph families.
 
 ``python -m theano_lowmem bench [--size tiny|small|medium|large] [--families a,b]
-[--out DIR] [--plots]``
+[--out DIR] [--plots]``  (``--families nets`` = every Lasagne-style net family)
 
-For each family (:mod:`theano_lowmem.families`) the same graph is compiled twice:
+For each family (:mod:`theano_lowmem.families`, and the Lasagne-style nets of
+:mod:`theano_lowmem.families_nets`, whose inputs have every dimension unknown at
+compile time) the same graph is compiled with both modes, twice each in
+alternation (same process, warm C cache; the faster compile of each counts):
 
 * stock: ``theano.Mode(linker='cvm', optimizer='fast_run')``;
 * ours: ``theano.Mode(linker='cvm_lowmem_nogc', optimizer='fast_run+lowmem')``.
@@ -13,14 +16,19 @@ output and every updated shared value must be bit-identical (same dtype,
 ``np.array_equal``), else :class:`MismatchError`.  Then :func:`theano_lowmem.report.report`
 gives the modelled peaks (memory model: Theano's order, ours, the optimum) and
 the measured ones (tracemalloc), and each function is timed (best of N).
-One table per run, plus the scheduling cost of the ``lowmem`` pass.
+One table per run, plus the scheduling cost of the ``lowmem`` pass, plus for the
+net families a table of compile time (issue 12: lowmem <= 1.10x stock) and
+measured peaks; net families are also checked bit-identical at a second batch
+size (and sequence length).
 """
 from __future__ import annotations
 
+import inspect
 import os
 import platform
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -29,6 +37,7 @@ import theano
 from theano.gof.vm import VM_Linker
 
 from . import families as fam
+from . import families_nets as nets
 from .report import fmt_bytes, ratio, relink, report
 
 STOCK_MODE = dict(linker="cvm", optimizer="fast_run")
@@ -68,6 +77,16 @@ SIZES: dict[str, dict[str, dict]] = {
               "transformer": dict(batch=16, seq=128, d=256, heads=8, ff=1024, layers=4),
               "wide": dict(n_branches=4000, n=65536)},
 }
+for _size, _spec in SIZES.items():
+    _spec.update({n: nets.family_kwargs(n, _size) for n in nets.FAMILIES})
+#: every family the suite knows: the graph families and the Lasagne-style nets
+ALL_FAMILIES: dict[str, Callable] = {**fam.FAMILIES, **nets.FAMILIES}
+#: names ``--families`` expands: ``nets`` = every net family, ``nets_train``/``nets_eval``
+GROUPS = {"nets": list(nets.FAMILIES),
+          "nets_train": [n for n in nets.FAMILIES if n.endswith("_train")],
+          "nets_eval": [n for n in nets.FAMILIES if n.endswith("_eval")]}
+#: issue 12: compile time with lowmem within this factor of stock on every family
+COMPILE_RATIO_TARGET = 1.10
 #: the ~1k-node Theano graph for the pass's cost, and the pure core graphs (nodes) per size
 SCHED_THEANO = {"tiny": dict(n_branches=10, n=8), "small": dict(n_branches=333, n=64),
                 "medium": dict(n_branches=333, n=64), "large": dict(n_branches=3333, n=64)}
@@ -97,6 +116,15 @@ class Row:
     call: dict
     identical: bool
     report: object = field(repr=False, default=None)
+    compile_runs: dict = field(default_factory=dict)   # every compile time, per mode
+    lowmem_warnings: list = field(default_factory=list)   # the pass's / linker's fallbacks
+    call_plan: dict | None = None                      # issue 10 (see call_plan_figures)
+    checked: str = "example inputs"                    # what identical covers
+    calls_made: int = 0                                # calls of the compiled lowmem function
+
+    @property
+    def compile_ratio(self) -> float:
+        return self.compile_ours / self.compile_stock
 
 
 def progress(msg: str) -> None:
@@ -136,6 +164,55 @@ def best_time(f, args, case, repeat: int) -> float:
     return min(times)
 
 
+def call_plan_figures(f) -> dict | None:
+    """The call-time plan (issue 10) of ``f``'s last call: exact-size modelled figures.
+
+    ``None`` while call-time planning has not landed (or ``f`` has no plan); else
+    :meth:`theano_lowmem.callplan.Plan.to_dict` (``peak`` = modelled gc-on peak of the
+    executed order with exact sizes, ``exact``, ``held``, ``seconds``, ...).  The net
+    table shows ``peak`` next to the measured gc-on peak.
+    """
+    try:
+        from .callplan import planned_vm
+    except ImportError:
+        return None
+    pv = planned_vm(f)
+    plan = getattr(pv, "current", None) if pv is not None else None
+    if plan is None or not hasattr(plan, "to_dict"):
+        return None
+    d = plan.to_dict()
+    d.pop("signature", None)          # can hold raw bytes of values read by value
+    d["n_plans"] = len(getattr(pv, "plans", ()))
+    return d
+
+
+def second_args(case, args: Sequence) -> list | None:
+    """Inputs at another batch size (and sequence length): for builders whose
+    ``make_args`` takes ``batch`` (the net families); ``None`` otherwise."""
+    params = inspect.signature(case.make_args).parameters
+    if "batch" not in params:
+        return None
+    batch = len(args[-1]) if len(args) > 1 else args[0].shape[0]
+    kw = dict(batch=batch + 3)
+    if "steps" in params:
+        kw["steps"] = args[0].shape[0] + 4
+    return case.make_args(**kw)
+
+
+def _compile_timed(case, mode: dict, record: list | None = None):
+    t0 = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        f = case.compile(theano.Mode(**mode))
+    t = time.perf_counter() - t0
+    for w in caught:
+        if record is not None and "theano_lowmem" in str(w.message):
+            record.append(str(w.message))
+        elif "theano_lowmem" not in str(w.message):
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return f, t
+
+
 def order_info(f) -> dict:
     for ft in f.maker.fgraph._features:
         if type(ft).__name__ == "OrderFeature":
@@ -147,19 +224,19 @@ def run_family(name: str, builder: Callable, kwargs: dict, *, repeat: int, time_
                plots: bool) -> Row:
     """Compile, check, report and time one family."""
     case = builder(**kwargs)
-    progress(f"{name}: compiling stock")
-    t0 = time.perf_counter()
-    f_stock = case.compile(theano.Mode(**STOCK_MODE))
-    t_stock = time.perf_counter() - t0
-    progress(f"{name}: compiling ours ({len(f_stock.maker.fgraph.apply_nodes)} nodes)")
-    t0 = time.perf_counter()
-    f_ours = case.compile(theano.Mode(**OURS_MODE))
-    t_ours = time.perf_counter() - t0
-    # the first compile may have paid g++ for ops missing from the cache: stock again, warm
-    progress(f"{name}: compiling stock again (warm C cache)")
-    t0 = time.perf_counter()
-    f_stock = case.compile(theano.Mode(**STOCK_MODE))
-    t_stock = min(t_stock, time.perf_counter() - t0)
+    # stock, ours, stock, ours: the first compile may pay g++ for ops missing from the
+    # cache, so each mode is compiled twice in the same process and the faster one counts
+    runs: dict = {"stock": [], "ours": []}
+    lowmem_warnings: list = []
+    for rnd in (1, 2):
+        progress(f"{name}: compiling stock ({rnd}/2)")
+        f_stock, t = _compile_timed(case, STOCK_MODE)
+        runs["stock"].append(t)
+        progress(f"{name}: compiling ours ({rnd}/2, "
+                 f"{len(f_stock.maker.fgraph.apply_nodes)} nodes)")
+        f_ours, t = _compile_timed(case, OURS_MODE, lowmem_warnings if rnd == 2 else None)
+        runs["ours"].append(t)
+    t_stock, t_ours = min(runs["stock"]), min(runs["ours"])
     args = case.make_args()
     progress(f"{name}: checking results")
     f_nogc = relink(f_stock, VM_Linker(use_cloop=True, allow_gc=False))[0]
@@ -167,6 +244,14 @@ def run_family(name: str, builder: Callable, kwargs: dict, *, repeat: int, time_
     check_identical(name, ref, _results(f_ours, case, args), "theano_lowmem (cvm_lowmem_nogc)")
     check_identical(name, ref, _results(f_ours, case, args), "theano_lowmem, second call")
     check_identical(name, ref, _results(f_nogc, case, args), "stock cvm_nogc")
+    checked = "example inputs"
+    args2 = second_args(case, args)
+    if args2 is not None:     # another batch size (sequence length), then the first again
+        check_identical(name, _results(f_stock, case, args2), _results(f_ours, case, args2),
+                        "theano_lowmem at a second input shape")
+        check_identical(name, ref, _results(f_ours, case, args), "theano_lowmem, back to the first shape")
+        checked = "2 input shapes: " + ", ".join(
+            "x".join(map(str, a.shape)) for a in (args[0], args2[0]))
     progress(f"{name}: report (modelled + measured)")
     case.reset()
     rep = report(f_ours, *args, stock=f_stock, time_budget=time_budget, name=name,
@@ -175,10 +260,16 @@ def run_family(name: str, builder: Callable, kwargs: dict, *, repeat: int, time_
     call = dict(stock=best_time(f_stock, args, case, repeat),
                 stock_nogc=best_time(f_nogc, args, case, repeat),
                 ours=best_time(f_ours, args, case, repeat))
+    case.reset()
+    f_ours(*args)                        # the call-time plan (issue 10) is the example inputs'
+    case.reset()
+    calls_made = 2 + 2 * (args2 is not None) + (1 + repeat) + 1     # checks, timing, last
     info = order_info(f_ours)
-    return Row(name, rep.n_nodes, t_stock, t_ours, float(info.get("schedule_seconds", 0.0)),
-               float(info.get("pass_seconds", 0.0)), str(info.get("method", "-")),
-               rep.modelled, rep.measured, call, True, rep)
+    return Row(name, rep.n_nodes, t_stock, t_ours,
+               float(info.get("schedule_seconds", 0.0)), float(info.get("pass_seconds", 0.0)),
+               str(info.get("method", "-")), rep.modelled, rep.measured, call, True, rep,
+               compile_runs=runs, lowmem_warnings=sorted(set(lowmem_warnings)),
+               call_plan=call_plan_figures(f_ours), checked=checked, calls_made=calls_made)
 
 
 def sched_cost(size: str, time_budget: float) -> list[dict]:
@@ -224,7 +315,7 @@ def _ms(x: float) -> str:
 
 
 def main_table(rows: Sequence[Row]) -> str:
-    head = ("| family | nodes | compile s stock / ours | sched ms | modelled peak stock / ours (ratio) "
+    head = ("| family | nodes | compile s stock / ours (ratio) | sched ms | modelled peak stock / ours (ratio) "
             "| modelled optimum | measured peak gc-on stock / ours (ratio) "
             "| held gc-off stock / shared (ratio) | call ms stock gc-on / stock gc-off / ours (ours÷stock) "
             "| identical |")
@@ -235,11 +326,56 @@ def main_table(rows: Sequence[Row]) -> str:
                                          f" (best found, ≥ {fmt_bytes(m['lower_bound'])})")
         out.append(
             f"| {r.family} | {r.nodes} | {r.compile_stock:.2f} / {r.compile_ours:.2f} "
+            f"({r.compile_ratio:.2f}x) "
             f"| {1e3 * r.schedule_s:.1f} | {_cell(m['theano'], m['ours'])} | {opt} "
             f"| {_cell(me['stock']['peak'], me['ours']['peak'])} "
             f"| {_cell(me['stock_nogc']['held'], me['ours_nogc']['held'])} "
             f"| {_ms(c['stock'])} / {_ms(c['stock_nogc'])} / {_ms(c['ours'])} "
             f"({c['ours'] / c['stock']:.2f}x) | {'yes' if r.identical else 'NO'} |")
+    return "\n".join(out)
+
+
+def _plan_cell(r: Row) -> str:
+    """Issue 10's column: modelled gc-on peak of the executed call-time plan (exact sizes)
+    against the measured gc-on peak of ours; a dash until call-time planning lands."""
+    p = r.call_plan
+    if not p or "peak" not in p:
+        return "—"
+    meas = r.measured["ours"]["peak"]
+    exact = "exact" if p.get("exact") else "guessed"
+    return f"{fmt_bytes(p['peak'])} / {fmt_bytes(meas)} ({ratio(p['peak'], meas)}, {exact})"
+
+
+def _lowmem_cell(r: Row) -> str:
+    if r.lowmem_warnings:
+        return "NOT PLANNED: " + "; ".join(w.replace("|", "/")[:160] for w in r.lowmem_warnings)
+    if r.call_plan and "method" in r.call_plan:
+        return (f"call-time: {r.call_plan['method']} "
+                f"({r.call_plan.get('n_plans', '?')} plan(s) after {r.calls_made} calls)")
+    return f"compile-time: {r.method}"
+
+
+def nets_table(rows: Sequence[Row]) -> str:
+    """Net families (every input dim unknown at compile time): compile time, measured peaks."""
+    head = ("| family | Apply nodes | compile s stock / lowmem (ratio) | measured peak gc-on "
+            "stock / lowmem (ratio) | lowmem plan (compile time) | call-time plan: modelled / "
+            "measured peak gc-on (issue 10) | identical |")
+    out = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in rows:
+        me = r.measured
+        flag = " **> target**" if r.compile_ratio > COMPILE_RATIO_TARGET else ""
+        out.append(
+            f"| {r.family} | {r.nodes} | {r.compile_stock:.2f} / {r.compile_ours:.2f} "
+            f"({r.compile_ratio:.2f}x{flag}) | {_cell(me['stock']['peak'], me['ours']['peak'])} "
+            f"| {_lowmem_cell(r)} | {_plan_cell(r)} "
+            f"| {'yes' if r.identical else 'NO'} ({r.checked}) |")
+    worst = max(rows, key=lambda r: r.compile_ratio, default=None)
+    if worst is not None:
+        over = [r.family for r in rows if r.compile_ratio > COMPILE_RATIO_TARGET]
+        out.append("")
+        out.append(f"Compile time lowmem / stock: worst {worst.compile_ratio:.2f}x ({worst.family}); "
+                   f"target <= {COMPILE_RATIO_TARGET:.2f}x: "
+                   + (f"missed on {', '.join(over)}" if over else "met on every family"))
     return "\n".join(out)
 
 
@@ -283,6 +419,24 @@ LEGEND = """\
 """
 
 
+NETS_LEGEND = """\
+* Lasagne-style nets (:mod:`theano_lowmem.families_nets`): `T.tensor4('inputs')` / `T.tensor3` /
+  `T.matrix` and `T.ivector('targets')`, float32, no test values; batch size (and sequence length) exist
+  only at call time. `_train`: loss, `T.grad`, SGD updates (and batch-norm running statistics);
+  `_eval`: deterministic forward pass, `[loss, accuracy]`.
+* **compile s**: `theano.function` wall time, stock (`cvm`, `fast_run`) and lowmem (`cvm_lowmem_nogc`,
+  `fast_run+lowmem`), each compiled twice in alternation in this process (warm C cache), the faster
+  one shown. Issue 12 target: ratio <= 1.10.
+* **measured peak gc-on**: tracemalloc around a warm call, stock `cvm` vs ours with `cvm_lowmem`.
+* **lowmem plan (compile time)**: the method of the `lowmem` pass, from sizes guessed at compile time
+  (`lowmem_unknown_dim`), or NOT PLANNED with the fallback warning the pass or linker gave.
+* **call-time plan (issue 10)**: the modelled gc-on peak of the plan made at the call with exact sizes,
+  against the measured one; a dash until call-time planning lands.
+* **identical**: outputs and updated shared values bit-identical to stock, at the example inputs and at a
+  second batch size (sequence length), then the first again.
+"""
+
+
 def run(size: str = "small", families: Sequence[str] | None = None, out: str | None = None,
         plots: bool = False, time_budget: float = 2.0, command: str | None = None) -> list[Row]:
     """Run the suite, print the tables to stdout (progress on stderr), optionally write ``out``.
@@ -293,20 +447,24 @@ def run(size: str = "small", families: Sequence[str] | None = None, out: str | N
         If any family's results differ from stock Theano's.
     """
     spec = SIZES[size]
-    names = list(families) if families else list(spec)
-    unknown = [n for n in names if n not in fam.FAMILIES]
+    names = [m for n in (families or spec) for m in GROUPS.get(n, [n])]
+    unknown = [n for n in names if n not in ALL_FAMILIES]
     if unknown:
-        raise ValueError(f"unknown families {unknown}; known: {sorted(fam.FAMILIES)}")
+        raise ValueError(f"unknown families {unknown}; known: {sorted(ALL_FAMILIES)} "
+                         f"and the groups {sorted(GROUPS)}")
     rows = []
     t_start = time.perf_counter()
     for i, name in enumerate(names, 1):
         progress(f"({i}/{len(names)}) {name} {spec.get(name, {})}")
-        rows.append(run_family(name, fam.FAMILIES[name], spec.get(name, {}), repeat=REPEAT[size],
+        rows.append(run_family(name, ALL_FAMILIES[name], spec.get(name, {}), repeat=REPEAT[size],
                                time_budget=time_budget, plots=plots and out is not None))
     cost = sched_cost(size, float(getattr(theano.config, "lowmem_time_budget", 1.0)))
     progress(f"done in {time.perf_counter() - t_start:.0f} s")
     t1, t2 = main_table(rows), sched_table(rows, cost)
-    print(t1 + "\n\nScheduling cost\n\n" + t2)
+    net_rows = [r for r in rows if r.family in nets.FAMILIES]
+    t3 = nets_table(net_rows) if net_rows else ""
+    print(t1 + "\n\nScheduling cost\n\n" + t2
+          + (f"\n\nNets: every input dimension unknown at compile time\n\n{t3}" if t3 else ""))
     if out:
         os.makedirs(out, exist_ok=True)
         pngs = []
@@ -321,6 +479,8 @@ def run(size: str = "small", families: Sequence[str] | None = None, out: str | N
               "Machine: " + ", ".join(f"{k}={v}" for k, v in info.items()), "",
               "All numbers of one table come from one run.", "", LEGEND, "## Results", "", t1, "",
               "## Scheduling cost", "", t2, ""]
+        if t3:
+            md += ["## Nets: every input dimension unknown at compile time", "", NETS_LEGEND, t3, ""]
         if pngs:
             md += ["## Plots", ""] + [f"![{os.path.basename(p)}]({os.path.basename(p)})" for p in pngs]
         with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as fh:
