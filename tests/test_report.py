@@ -18,6 +18,8 @@ from theano_lowmem.core.memory import lifetimes, simulate
 from theano_lowmem.model import model_for
 from theano_lowmem.report import Report, report
 
+from .oracles import downset_optimum, sim_peak, tracing
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STOCK = dict(linker="cvm", optimizer="fast_run")
 OURS = dict(linker="cvm_lowmem_nogc", optimizer="fast_run+lowmem")
@@ -27,6 +29,32 @@ OURS = dict(linker="cvm_lowmem_nogc", optimizer="fast_run+lowmem")
 def mlp_case():
     case = families.mlp(batch=8, sizes=(16, 32, 4))
     return case, case.compile(theano.Mode(**STOCK))
+
+
+def check_optimum(m: dict, g) -> int:
+    """The report's optimum against the DP oracle of ``tests.oracles`` (exact, and
+    independent of the schedulers the report uses): equal when the report says it is
+    proven, else bracketed by the report's bounds; never above ours."""
+    best, order, _ = downset_optimum(g)
+    assert simulate(g, order).peak == best
+    if m["optimal"]:
+        assert m["optimum"] == best
+    assert m["lower_bound"] <= best <= m["optimum"] <= m["ours"]
+    return best
+
+
+def traced_peak(f, args, rec) -> tuple[int, list]:
+    """Modelled peak of the order a real call of ``f`` runs (``f`` linked inside
+    ``tracing()``, whose Recorder is ``rec``), by ``core.memory`` and by the independent
+    simulator, and that order (Apply nodes)."""
+    rec.clear()
+    f(*args)
+    ran = rec.order()
+    assert len(ran) == len(f.maker.fgraph.apply_nodes)
+    g = model_for(f, *args, order=ran).graph           # node i is the i-th node that ran
+    peak = simulate(g, list(range(g.n_nodes))).peak
+    assert sim_peak(g, list(range(g.n_nodes))) == peak
+    return peak, ran
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +75,8 @@ def _check_consistent(r: Report, f, args) -> None:
         trace = simulate(g, r.orders[key])                 # also checks the order is valid
         assert m[key] == trace.peak and list(trace.during) == r.series[f"{key}_during"]
         assert m[f"{key}_peak_step"] == trace.peak_step
-    assert m["lower_bound"] <= m["optimum"] <= m["ours"] <= m["theano"] <= m["keep_all"]
+    check_optimum(m, g)
+    assert m["ours"] <= m["theano"] <= m["keep_all"]
     assert not m["optimal"] or m["lower_bound"] == m["optimum"]
     # the biggest value listed at our peak is really live at that step, and nothing bigger is
     step, top = m["ours_peak_step"], r.top_live["ours"]
@@ -62,6 +91,10 @@ def _check_consistent(r: Report, f, args) -> None:
 def test_report_fields_consistent_with_model(mlp_case, mlp_report):
     (case, f), (r, _) = mlp_case, mlp_report
     _check_consistent(r, f, case.make_args())
+    with tracing() as rec:                 # the same graph, stock linker, traced real call
+        g = case.compile(theano.Mode(**STOCK))
+        assert traced_peak(g, case.make_args(), rec)[0] == r.modelled["theano"]
+    case.reset()
     me = r.measured
     for key in ("stock", "ours", "stock_nogc", "ours_nogc"):
         assert me[key]["peak"] > 0 and me[key]["cells"] > 0
@@ -94,11 +127,17 @@ def test_plot_writes_png(mlp_report, tmp_path):
 
 
 def test_report_of_lowmem_function_with_stock(mlp_case):
+    """"ours" is the modelled peak of the order a real call of the lowmem function runs;
+    the optimum matches the DP oracle on the report's model."""
     case, f_stock = mlp_case
-    f = case.compile(theano.Mode(**OURS))
+    with tracing() as rec:
+        f = case.compile(theano.Mode(**OURS))
+        real, ran = traced_peak(f, case.make_args(), rec)
+    case.reset()
     r = report(f, *case.make_args(), time_budget=0.3, stock=f_stock, trace_steps=False)
-    assert r.modelled["ours_source"].startswith("pinned")
-    assert r.modelled["ours"] <= r.modelled["theano"]
+    assert r.modelled["ours_source"].startswith(("pinned", "call-time plan"))
+    assert r.modelled["ours"] == real <= r.modelled["theano"]
+    check_optimum(r.modelled, model_for(f, *case.make_args(), order=ran).graph)
     assert r.measured["stock"]["peak"] > 0 and "measured_ours" not in r.series
 
 
@@ -109,6 +148,9 @@ def test_branches_order_matters():
     args = case.make_args()
     r = report(f, *args, time_budget=0.3)
     _check_consistent(r, f, args)
+    with tracing() as rec:
+        g = case.compile(theano.Mode(**STOCK))
+        assert traced_peak(g, args, rec)[0] == r.modelled["theano"]
     # measured gc-on peak per call is within 10% (+ a few KB of Python objects) of the model
     assert abs(r.measured["stock"]["peak"] - r.modelled["theano"]) < 0.1 * r.modelled["theano"] + 8192
 

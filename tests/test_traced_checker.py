@@ -163,17 +163,7 @@ def assert_clean(f, traces) -> int:
 
 
 # ------------------------------------------------------------------ real plans
-#: families on which the lowmem pass and the linker give up today (a warning, Theano's order,
-#: no shared cell): ``model._dim_key`` calls ``int()`` on a non-scalar constant of a shape
-#: graph ("only size-1 arrays can be converted to Python scalars").  Strict: when that is
-#: fixed these tests pass and must be unmarked.
-NO_PLAN_TODAY = pytest.mark.xfail(strict=True, reason="model._dim_key: int() of a non-scalar "
-                                  "constant; the pass and the linker fall back to stock")
-
-
-@pytest.mark.parametrize("family", [pytest.param(f, marks=NO_PLAN_TODAY)
-                                    if f in ("convnet", "transformer") else f
-                                    for f in sorted(FAMILY_KW)])
+@pytest.mark.parametrize("family", sorted(FAMILY_KW))
 def test_real_plans_pass_the_traced_checker(family):
     """The sharing linkers, gc on and off, C VM and Python VM, two calls each: no overlap,
     and a gc-off linker really shares cells (else the check would be vacuous)."""
