@@ -365,3 +365,15 @@ def test_lowmem_compile_leaves_the_users_scan_op_alone(lowmem_mode):
     # the lowmem function's private op pickles with its inner mode
     h = pickle.loads(pickle.dumps(f))
     assert np.array_equal(h(*args), r)
+
+
+def test_carry_order_ignores_a_rewritten_graph():
+    x = T.vector("x")
+    a, b = T.exp(x), T.log(x)
+    fg = theano.gof.FunctionGraph([x], [a, b], clone=False)
+    fg.attach_feature(OrderFeature([b.owner, a.owner]))
+    fg2, equiv = fg.clone_get_equiv(attach_feature=False)
+    assert carry_order(fg2).order == [equiv[b.owner], equiv[a.owner]]      # a bare copy
+    fg3, equiv = fg.clone_get_equiv(attach_feature=False)
+    fg3.replace(equiv[a], T.tanh(fg3.inputs[0]))                           # rewritten
+    assert carry_order(fg3) is None

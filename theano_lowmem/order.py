@@ -404,13 +404,19 @@ def carry_order(fgraph) -> OrderFeature | None:
     ``Function.copy`` builds a bare FunctionGraph over clones of the original's
     nodes and does not optimise it again (function_module.py:609-612, 1489-1491),
     so without this the copy runs Theano's order.  The stamped order is kept
-    only if Theano can still sort the graph with it (the DestroyHandler's
-    orderings included).  Returns the attached feature, or None.
+    only if it covers every node but ``DeepCopyOp``s and Theano can still sort
+    the graph with it (the DestroyHandler's orderings included).  Returns the
+    attached feature, or None.
     """
+    from theano.compile.ops import DeepCopyOp
     if any(isinstance(f, OrderFeature) for f in fgraph._features):
         return None
     feature = _from_stamps(fgraph, None)
     if feature is None:
+        return None
+    # A copy is a clone: every node carries the stamp, but for DeepCopyOps FunctionMaker
+    # added after the pass.  Anything else means the graph was rewritten since.
+    if any(not isinstance(n.op, DeepCopyOp) for n in fgraph.apply_nodes - set(feature.order)):
         return None
     fgraph.attach_feature(feature)
     try:
