@@ -41,6 +41,9 @@ from theano.tensor.type import TensorType
 from .core.graph import Graph
 from .core.memory import simulate
 from .core.schedule import schedule
+from .model import is_shape_arithmetic as _is_shape_arithmetic
+from .model import is_shape_value as _is_shape_arithmetic_value
+from .model import performer as _performer
 
 _UNKNOWN = object()
 #: Scheduler budget at call time: this many seconds per 1,000 Apply nodes (plus a floor),
@@ -138,7 +141,7 @@ class ShapeProgram:
             return []
         owner = var.owner
         if owner is None:
-            if var in pos:
+            if var in pos and _is_shape_arithmetic_value(var):
                 self.slot_of[var] = s = self._new_slot()
                 self.value_leaves.append((s, pos[var]))
                 self.value_inputs.add(pos[var])
@@ -159,11 +162,24 @@ class ShapeProgram:
             self.slot_of[var] = self.slot_of[sym[i]]
             return []
         args = list(owner.inputs)
-        if isinstance(owner.op, Shape) and args[0] in pos:
+        if isinstance(owner.op, Shape):       # the whole shape vector of x
             x = args[0]
-            leaves = [self._dim_leaf(pos[x], i) for i in range(x.type.ndim)]
+            if x in pos:
+                dims = [self._dim_leaf(pos[x], i) for i in range(x.type.ndim)]
+            else:
+                sym = self._shape_of.get(x)
+                if sym is None or any(d is var for d in sym):
+                    self.slot_of[var] = -1
+                    return []
+                todo = [d for d in sym if d not in self.slot_of]
+                if todo:
+                    return todo
+                dims = [self.slot_of[d] for d in sym]
             self.slot_of[var] = s = self._new_slot()
-            self.steps.append(("shape", leaves, s))
+            self.steps.append(("shape", dims, s))
+            return []
+        if not _is_shape_arithmetic(owner):   # a computation on data, not on sizes
+            self.slot_of[var] = -1
             return []
         todo = [a for a in args if a not in self.slot_of]
         if todo:
@@ -172,8 +188,7 @@ class ShapeProgram:
         outs = [self._new_slot() for _ in owner.outputs]
         for o, s in zip(owner.outputs, outs):
             self.slot_of[o] = s
-        copy = bool(getattr(owner.op, "destroy_map", None))
-        self.steps.append((owner, arg_slots, outs, copy))
+        self.steps.append((owner, arg_slots, outs, _performer(owner)))
         return []
 
     def run(self, cells: Sequence[list]) -> list:
@@ -197,17 +212,15 @@ class ShapeProgram:
                 vals[s] = _UNKNOWN if any(p is _UNKNOWN for p in parts) else \
                     np.asarray([int(p) for p in parts], dtype="int64")
                 continue
-            node, arg_slots, outs, copy = step
+            node, arg_slots, outs, perform = step
             args = [vals[a] for a in arg_slots]
             if any(a is _UNKNOWN for a in args):
                 for s in outs:
                     vals[s] = _UNKNOWN
                 continue
-            if copy:
-                args = [np.array(a) for a in args]
             store = [[None] for _ in outs]
             try:
-                node.op.perform(node, args, store)
+                perform(args, store)
             except Exception:        # an op without a usable perform: unknown
                 store = [[_UNKNOWN] for _ in outs]
             for s, cell in zip(outs, store):
@@ -477,16 +490,22 @@ class PlannedVM:
     plans : OrderedDict
         Signature -> :class:`Plan`, least recently used first.
     hits, misses : int
+        Calls that found their plan cached, and calls that planned.
     evicted : int
     failed : str or None
         Why planning was switched off for this function (after one warning).
     """
 
     def __init__(self, planner: CallPlanner, name: str = "") -> None:
-        self.__dict__.update(_planner=planner, _vm=planner.base_vm, plans=OrderedDict(),
-                             hits=0, misses=0, evicted=0, failed=None, name=name,
+        base = planner.base_vm
+        self.__dict__.update(_planner=planner, _vm=base, plans=OrderedDict(),
+                             misses=0, evicted=0, _evicted_calls=0, failed=None, name=name,
                              _own_error=False, current=None, _sig=planner.signature,
-                             _max=int(_flag("lowmem_plan_cache", 4)))
+                             _max=int(_flag("lowmem_plan_cache", 4)),
+                             # read by Function.__call__ on every call (function_module.py:
+                             # 940, 949): the same for every plan's VM, so no __getattr__
+                             allow_gc=getattr(base, "allow_gc", False),
+                             need_update_inputs=getattr(base, "need_update_inputs", True))
 
     @property
     def vm(self):
@@ -510,26 +529,38 @@ class PlannedVM:
             setattr(self._vm, name, value)
 
     def __call__(self, *args, **kwargs):
-        self.__dict__["_own_error"] = False
-        if self.failed is None:
+        d = self.__dict__
+        d["_own_error"] = False
+        if d["failed"] is None:
             try:
-                sig = self._sig()
+                sig = d["_sig"]()
             except Exception as exc:   # e.g. a missing input: let the VM report it
                 sig = ("unreadable", type(exc).__name__)
-            plan = self.plans.get(sig)
-            if plan is None:
-                plan = self._miss(sig)
-            else:
-                self.hits += 1
-                if len(self.plans) > 1:
-                    self.plans.move_to_end(sig)
+            plan = d["current"]
+            if plan is None or plan.signature != sig:
+                plan = self._select(sig)
             if plan is not None:
-                self.__dict__["current"] = plan
                 plan.calls += 1
                 if plan.over_budget:
                     self._over_budget(plan)
-                self.__dict__["_vm"] = plan.vm
-        return self._vm(*args, **kwargs)
+        return d["_vm"](*args, **kwargs)
+
+    @property
+    def hits(self) -> int:
+        """Calls that found their plan cached."""
+        return sum(p.calls for p in self.plans.values()) + self._evicted_calls - self.misses
+
+    def _select(self, sig):
+        """The plan of ``sig`` (made on a miss); it becomes the current plan."""
+        d = self.__dict__
+        plan = self.plans.get(sig)
+        if plan is None:
+            plan = self._miss(sig)
+        else:
+            self.plans.move_to_end(sig)
+        if plan is not None:
+            d["current"], d["_vm"] = plan, plan.vm
+        return plan
 
     def _miss(self, sig):
         self.misses += 1
@@ -545,8 +576,9 @@ class PlannedVM:
             return None
         self.plans[sig] = plan
         while len(self.plans) > self._max:
-            self.plans.popitem(last=False)
+            _, old = self.plans.popitem(last=False)
             self.evicted += 1
+            self._evicted_calls += old.calls
         return plan
 
     def _over_budget(self, plan: Plan) -> None:
@@ -570,7 +602,7 @@ class PlannedVM:
     def clear_plans(self) -> None:
         """Forget every plan (the next call plans again)."""
         self.plans.clear()
-        self.__dict__["_vm"] = self._planner.base_vm
+        self.__dict__.update(_vm=self._planner.base_vm, current=None)
 
 
 def planned_vm(f) -> PlannedVM | None:

@@ -163,6 +163,58 @@ class _DimKeys:
         return memo[var]
 
 
+def is_shape_value(var) -> bool:
+    """Inputs a shape graph may read by value: integer scalars and vectors (``arange(n)``)."""
+    t = var.type
+    return isinstance(t, TensorType) and t.ndim <= 1 and t.dtype.startswith(("int", "uint", "bool")) \
+        or not isinstance(t, TensorType)
+
+
+def is_shape_arithmetic(node) -> bool:
+    """Ops on integer scalars and short integer vectors only (``Elemwise`` on int64,
+    ``MakeVector``, ``Subtensor`` of a shape...): what sizes are computed with."""
+    for v in list(node.inputs) + list(node.outputs):
+        t = v.type
+        if isinstance(t, TensorType) and (t.ndim > 1 or not t.dtype.startswith(
+                ("int", "uint", "bool"))):
+            if not (t.ndim == 0 and t.dtype.startswith("float")):   # e.g. ceil(x / 2.) in pool
+                return False
+    return True
+
+
+def performer(node):
+    """``perform(args, store)`` for ``node`` as ``Op.make_py_thunk`` calls it (op.py:887-901):
+    with the node's params when the op has them; inputs copied for inplace ops."""
+    from theano.gof.graph import NoParams
+    from theano.tensor.elemwise import Elemwise
+    op = node.op
+    from theano.scalar import Composite
+    if isinstance(op, Elemwise) and not isinstance(op.scalar_op, Composite) \
+            and len(node.outputs) == 1 and all(
+            getattr(v.type, "ndim", None) == 0 for v in node.inputs + node.outputs):
+        # 0-d Elemwise (almost every op of a shape graph): the scalar op's own ``impl`` on
+        # numpy scalars, the same arithmetic as ``Elemwise.perform``'s ufunc (elemwise.py:
+        # 712-800) at a tenth of the cost; its result is cast to the output dtype as there
+        # (Composite is left to ``perform``: its ``impl`` needs state that only Theano's
+        # own thunk preparation sets up)
+        impl, dtype = op.scalar_op.impl, node.outputs[0].type.dtype
+
+        def perform(args, store):
+            store[0][0] = np.asarray(impl(*[np.asarray(a)[()] for a in args]), dtype=dtype)
+        return perform
+    params = node.run_params()
+    copy = bool(getattr(op, "destroy_map", None))
+    if params is NoParams:
+        def perform(args, store):
+            op.perform(node, [np.array(a) for a in args] if copy else args, store)
+    else:
+        pv = node.params_type.filter(params)
+
+        def perform(args, store):
+            op.perform(node, [np.array(a) for a in args] if copy else args, store, pv)
+    return perform
+
+
 class _ShapeEvaluator:
     """Evaluate ShapeFeature's scalar shape graphs to ints with ``op.perform``."""
 
@@ -206,14 +258,17 @@ class _ShapeEvaluator:
 
     def _perform(self, var):
         node = var.owner
+        if not is_shape_arithmetic(node):   # never run a data op (conv, dot...) at compile time
+            return _UNKNOWN
         args = [self.value(i) for i in node.inputs]
         if any(a is _UNKNOWN for a in args):
             return _UNKNOWN
-        # copies: inplace ops (destroy_map) write into their inputs, which are memoised
+        # copies: inplace ops (destroy_map) write into their inputs, which are memoised,
+        # and the shared variables' own arrays are among them
         args = [np.array(a) if isinstance(a, (np.ndarray, np.generic)) else a for a in args]
         outs = [[None] for _ in node.outputs]
         try:
-            node.op.perform(node, args, outs)
+            performer(node)(args, outs)
         except Exception:  # an op without a usable perform: the dim stays unknown
             return _UNKNOWN
         return outs[node.outputs.index(var)][0]
