@@ -49,7 +49,11 @@ def _note_deferred() -> None:
 
 
 class LowMemOpt(Optimizer):
-    """Pick a low-peak-memory order for the graph and pin it (:class:`OrderFeature`).
+    """Pick a low-peak-memory order for the graph and pin it (:class:`OrderFeature`),
+    when every size is known at compile time (shared variables, constants, test
+    values) and the graph is not lazy.  Otherwise Theano's order stays: the sharing
+    linker plans at each call from the real shapes (:mod:`theano_lowmem.callplan`),
+    and an order chosen on guessed sizes is never pinned.
 
     The candidates include the order Theano's C VM would run, so by the memory
     model the pinned order is never worse.  Any failure leaves the graph as it
@@ -58,11 +62,17 @@ class LowMemOpt(Optimizer):
     Examples
     --------
     >>> import theano, theano.tensor as T
-    >>> x = T.vector('x')
+    >>> import numpy as np
+    >>> x = T.vector('x'); x.tag.test_value = np.ones(1000)     # sizes known at compile time
     >>> f = theano.function([x], [T.exp(x).sum(), T.log(x).sum()],
     ...                     mode=theano.Mode(optimizer='fast_run+lowmem'))
     >>> planned_order(f.maker.fgraph) is not None
     True
+    >>> y = T.vector('y')                                       # unknown until the call
+    >>> g = theano.function([y], [T.exp(y).sum(), T.log(y).sum()],
+    ...                     mode=theano.Mode(optimizer='fast_run+lowmem'))
+    >>> planned_order(g.maker.fgraph) is None, g.maker.fgraph.lowmem_info['method']
+    (True, "Theano's order (sizes known at call time)")
     """
 
     def add_requirements(self, fgraph):
