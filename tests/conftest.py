@@ -48,7 +48,9 @@ if settings is not None:
     settings.register_profile("dev", max_examples=50, deadline=None)
     settings.register_profile("ci", max_examples=30, deadline=None, derandomize=True,
                               suppress_health_check=[HealthCheck.too_slow])
-    settings.register_profile("long", max_examples=2000, deadline=None)
+    # long: random examples (scripts/fuzz_long.py sets LOWMEM_FUZZ_SEED per chunk); print_blob
+    # gives an @reproduce_failure line with every falsifying example
+    settings.register_profile("long", max_examples=2000, deadline=None, print_blob=True)
     settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE")
                           or ("ci" if os.environ.get("CI", "").lower() == "true" else "dev"))
 

@@ -60,6 +60,7 @@ from hypothesis import strategies as st
 
 import theano
 import theano.tensor as T
+from theano.tensor.nnet import conv2d
 
 import theano_lowmem
 from theano_lowmem import activate
@@ -329,6 +330,34 @@ def test_loopgc_realloc_clears_shared_cell():
                 assert np.array_equal(w, g)
 
 
+@pytest.mark.xfail(strict=True, raises=ValueError, reason=(
+    "cvm_lowmem_nogc: Function.copy(share_memory=True) of a conv + filter-gradient + update "
+    "graph raises 'CorrMM shape inconsistency' on the copy's first call; stock cvm_nogc, "
+    "cvm_lowmem and vm_lowmem_nogc are right. Found by the fuzzer at 59b8094/1acbd7d."))
+def test_copy_shared_conv_update():
+    """Shrunk from ``test_image_program_matches_stock`` (config ``share_nogc``, ``copy_shared``).
+
+    The copy gets the original's cells (``share_memory=True``); the original's link-time plan
+    shares cells between its intermediates, and the copy, which runs its own order over the
+    same cells, reads a cell another value has overwritten (a CorrMM shape input).  Stock
+    Theano is right on this graph."""
+    im = T.tensor4("im", dtype="float32")
+    Wc = theano.shared(np.random.RandomState(0).uniform(-.5, .5, (3, 3, 3, 3)).astype("float32"), name="Wc")
+    h1 = conv2d(im, Wc, border_mode="half")
+    h2 = conv2d(h1, Wc, border_mode="half")
+    gw = T.grad(T.sqr(conv2d(h2, Wc, border_mode="half")).sum(), Wc)
+    x = np.random.RandomState(1).uniform(-2, 2, (2, 3, 6, 5)).astype("float32")
+    results = {}
+    for linker, opt in (("cvm_nogc", "fast_run"), ("cvm_lowmem_nogc", "fast_run+lowmem")):
+        Wc.set_value(np.random.RandomState(0).uniform(-.5, .5, (3, 3, 3, 3)).astype("float32"))
+        f = theano.function([im], h2, updates=[(Wc, Wc - gw)], mode=theano.Mode(linker, opt))
+        first = f(x).copy()
+        second = f.copy(share_memory=True)(x)   # lowmem: ValueError: CorrMM shape inconsistency
+        results[linker] = (first, second.copy(), Wc.get_value())
+    for a, b in zip(results["cvm_nogc"], results["cvm_lowmem_nogc"]):
+        assert_identical(a, b, "copy_shared")
+
+
 # ---------------------------------------------------------------- not vacuous
 B = tg.BASE
 W_IDX = [n for n, _, _ in tg.INPUTS + tg.SHARED].index("W")
@@ -367,16 +396,16 @@ def test_image_program_matches_stock():
         differential(image_program(), config, [(2, 6, 5), (1, 4, 7), (2, 6, 5)])
     for config in ("share_nogc", "pyvm_gc"):
         differential(image_program(), config, [(2, 6, 5), (3, 5, 4), (2, 6, 5)], copy="copy")
+    for config in ("share_gc", "pyvm_nogc"):   # share_nogc: see test_copy_shared_conv_update
         differential(image_program(), config, [(2, 6, 5), (3, 5, 4), (2, 6, 5)], copy="copy_shared")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "theano_lowmem/model.py dim_key: int(np.asarray(v.data)) on pool_2d's ws constant (a length-2 "
-    "vector in the Pool shape graph) raises TypeError, so any graph with pool_2d is neither "
-    "scheduled nor shared ('could not schedule this graph', 'storage sharing ... disabled'); "
-    "results stay right (Theano's order and cells). Seen at db06c08."))
 def test_pool_graphs_are_planned():
-    """A graph with pool_2d gets a buffer plan that shares cells (no theano_lowmem warning)."""
+    """A graph with pool_2d is scheduled and shares cells, with no theano_lowmem warning.
+
+    Found while extending the fuzzer (db06c08): ``model.py`` ``dim_key`` called ``int()`` on
+    pool_2d's ``ws`` constant (a length-2 vector in the Pool shape graph), so every graph with
+    pool_2d fell back to Theano's order and cells with two warnings; fixed upstream by 59b8094."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         f, _ = compile_program(image_program(), "cvm_lowmem_nogc", "fast_run+lowmem", 0)
