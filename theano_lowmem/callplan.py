@@ -56,6 +56,13 @@ def _flag(name: str, default: Any) -> Any:
     return getattr(theano.config, name, default)
 
 
+def call_budget(n_nodes: int) -> float:
+    """Scheduler budget (seconds of deterministic work) for a call-time plan of
+    ``n_nodes`` nodes: proportional to the graph, capped by ``lowmem_time_budget``."""
+    return min(float(_flag("lowmem_time_budget", 0.25)),
+               CALL_BUDGET_FLOOR + CALL_BUDGET_PER_1000 * n_nodes / 1000)
+
+
 # --------------------------------------------------------------------------- shapes
 class ShapeProgram:
     """Every tensor value's shape as a tape over the graph inputs' cells.
@@ -326,6 +333,9 @@ class CallPlanner:
         self.model = model
         self.link_ids = tuple(link_ids)
         self.structure = dict(model.structure, extra_deps=extra_deps)
+        # the structure, checked once, at link time (plans only change the sizes)
+        self.graph = model.graph if list(map(list, model.graph.extra_deps)) == \
+            [sorted(set(d)) for d in extra_deps] else Graph(size=model.graph.size, **self.structure)
         self.cell_groups = cell_groups
         self.vm_args = vm_args
         self.base_vm = base_vm
@@ -368,19 +378,18 @@ class CallPlanner:
                     exact, x = False, hint
                 n *= x
             size.append(n * isz)
-        workspace = list(self.structure["workspace"])
+        workspace = None
         if self.ws_nodes:
+            workspace = list(self.structure["workspace"])
             ev = _DimsView(self.model, dims, hint)
             for i, rule in self.ws_nodes:
                 workspace[i] = rule(self.model.nodes[i], ev, hint)
-        g = Graph(size=size, **dict(self.structure, workspace=workspace))
+        g = self.graph.with_sizes(size, workspace)
         t2 = time.perf_counter()
         n = g.n_nodes
         baseline = list(range(n))
         if exact:
-            budget = min(float(_flag("lowmem_time_budget", 0.25)),
-                         CALL_BUDGET_FLOOR + CALL_BUDGET_PER_1000 * n / 1000)
-            res = schedule(g, baseline=baseline, time_budget=budget,
+            res = schedule(g, baseline=baseline, time_budget=call_budget(n),
                            exact_max_nodes=int(_flag("lowmem_exact_max_nodes", 20)))
             order, method, optimal, lower = res.order, res.method, res.optimal, res.lower_bound
             peak, base_peak = res.peak, res.baseline_peak

@@ -108,6 +108,31 @@ class Graph:
         self._check_aliases()
         self.topological_order()  # raises on a cycle
 
+    def with_sizes(self, size: Sequence[int], workspace: Sequence[int] | None = None) -> "Graph":
+        """The same graph with other sizes (and workspace): the structure is not checked
+        again and its derived tables (producers, readers, aliases...) are shared.
+
+        O(V + N), for re-planning one graph at many input shapes.
+
+        Examples
+        --------
+        >>> g = Graph([[0], [1]], [[1], [2]], size=[0, 4, 4], pinned=[2])
+        >>> h = g.with_sizes([0, 40, 4])
+        >>> h.size, h.readers is g.readers
+        ((0, 40, 4), True)
+        """
+        size = tuple(int(s) for s in size)
+        if len(size) != self.n_values or any(s < 0 for s in size):
+            raise GraphError(f"with_sizes needs {self.n_values} sizes >= 0, got {len(size)}")
+        ws = self.workspace if workspace is None else tuple(int(w) for w in workspace)
+        if len(ws) != self.n_nodes or any(w < 0 for w in ws):
+            raise GraphError(f"with_sizes needs {self.n_nodes} workspaces >= 0, got {len(ws)}")
+        new = object.__new__(Graph)
+        state = dict(self.__dict__)      # fields and the cached structural properties
+        state.update(size=size, workspace=ws)
+        new.__dict__.update(state)
+        return new
+
     # ------------------------------------------------------------------ checks
     def _check_shapes(self, n_values: int) -> None:
         n_nodes = len(self.node_inputs)
