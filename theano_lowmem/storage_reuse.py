@@ -330,25 +330,34 @@ class LowMemLinker(VM_Linker):
             raise RuntimeError(f"the {kind} order differs from the pinned order")
         model = model_of_fgraph(fgraph, order)
         plan, moves, fresh = None, {}, []
+        # Function.copy(share_memory=True) supplies the original's cells, some shared by the
+        # original's plan: members whose sharing our order breaks get fresh cells, the rest
+        # stay shared and every call-time order must keep them apart (like our own cells).
+        supplied_groups: list[list[int]] = []
+        if supplied:
+            lts = lifetimes(model.graph, [model.node_id[a] for a in order])
+            fresh = _broken_supplied_sharing(supplied, fgraph, model, lts)
+            supplied_groups = _supplied_groups(supplied, model, set(fresh))
         # With allow_gc=True the VM empties a cell after its last reader, so a shared cell
         # saves nothing (unless keep_for_reuse); under call-time plans it would only
         # constrain the order.
         if share and not (call_plan and self.allow_gc and not self.keep_for_reuse):
-            plan, moves, fresh = self._share_cells(fgraph, model, order, supplied, check)
+            plan, moves = self._share_cells(fgraph, model, order, supplied, check)
         planner_args = None
         if call_plan:
             from .model import _shape_feature
             groups: dict[int, list[int]] = {}
             for v, rep in (plan.cell_of.items() if plan is not None else ()):
                 groups.setdefault(rep, [rep]).append(v)
+            cell_groups = list(groups.values()) + supplied_groups
             planner_args = dict(
                 model=model, link_ids=range(len(order)),
-                extra_deps=_cell_constraints(model, list(groups.values())),
-                cell_groups=list(groups.values()), shape_feature=_shape_feature(fgraph))
+                extra_deps=_cell_constraints(model, cell_groups),
+                cell_groups=cell_groups, shape_feature=_shape_feature(fgraph))
         return _Linked(order, moves, fresh, plan, planner_args)
 
     def _share_cells(self, fgraph, model, order, supplied: dict, check: bool):
-        """Plan shared cells for ``order``: the BufferPlan, ``{var: representative}``, fresh vars."""
+        """Plan shared cells for ``order``: the BufferPlan and ``{var: representative}``."""
         g = model.graph
         lts = lifetimes(g, [model.node_id[a] for a in order])   # checks the order too
         vid = model.value_id
@@ -379,7 +388,6 @@ class LowMemLinker(VM_Linker):
         plan = plan_buffers(lts, key, excluded=excluded, prefer=shape_key)
         if check:
             check_plan(lts, plan, excluded=excluded, key=key)
-        fresh = _broken_supplied_sharing(supplied, fgraph, model, lts)
         moves = {model.variables[v]: model.variables[rep] for v, rep in plan.cell_of.items()}
         if self.keep_for_reuse and self.allow_gc:
             by_cell: dict[int, list] = {}
@@ -391,7 +399,7 @@ class LowMemLinker(VM_Linker):
                 members.sort(key=lambda m: (m.start, m.buffer))
                 for a, b in zip(members, members[1:]):
                     self._successor[model.variables[a.buffer]] = model.variables[b.buffer]
-        return plan, moves, fresh
+        return plan, moves
 
     # ------------------------------------------------------------------- gc
     def compute_gc_dependencies(self, variables):
@@ -421,6 +429,15 @@ class LowMemLinker(VM_Linker):
             post_thunk_clear = ptc
         return super().make_vm(nodes, thunks, input_storage, output_storage, storage_map,
                                post_thunk_clear, computed, compute_map, updated_vars)
+
+
+def _supplied_groups(supplied: dict, model, fresh: set) -> list[list[int]]:
+    """Value ids that share one supplied cell (those left shared), groups of two or more."""
+    by_cell: dict[int, list[int]] = {}
+    for var, cell in supplied.items():
+        if var in model.value_id and var.owner is not None and var not in fresh:
+            by_cell.setdefault(id(cell), []).append(model.value_id[var])
+    return [sorted(g) for g in by_cell.values() if len(g) > 1]
 
 
 def _broken_supplied_sharing(supplied: dict, fgraph, model, lts) -> list:
