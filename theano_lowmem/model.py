@@ -336,10 +336,43 @@ def _scan_workspace(node, ev: "_ShapeEvaluator", unknown_dim: int) -> int:
     return keep_all_bytes(model_of_fgraph(inner, input_shapes=shapes, unknown_dim=unknown_dim).graph)
 
 
+def _corr_workspace(node, ev: "_ShapeEvaluator", unknown_dim: int) -> int:
+    """Bytes ``CorrMM`` and its gradients allocate while they run (corr_gemm.c:239-262,
+    370-381): the im2col buffer, ``threads x (channels * kH * kW) x (topH * topW)``, and
+    for the weight gradient a per-thread copy of the weights.  ``threads`` is 1 unless the
+    op was built with OpenMP (corr.py:221-237), then ``omp_get_max_threads()`` capped at
+    the batch size."""
+    import os
+    from theano.tensor.nnet.corr import CorrMM_gradInputs, CorrMM_gradWeights
+    op, ins, out = node.op, node.inputs, node.outputs[0]
+
+    def shp(var):
+        s = ev.shape(var)
+        return tuple(unknown_dim if d is None else d for d in s) if s is not None \
+            else (unknown_dim,) * var.type.ndim
+    if isinstance(op, CorrMM_gradWeights):      # (bottom, top) -> weights
+        bottom, top, weights = shp(ins[0]), shp(ins[1]), shp(out)
+    elif isinstance(op, CorrMM_gradInputs):     # (weights, top) -> bottom
+        weights, top, bottom = shp(ins[0]), shp(ins[1]), shp(out)
+    else:                                       # CorrMM: (bottom, weights) -> top
+        bottom, weights, top = shp(ins[0]), shp(ins[1]), shp(out)
+    threads = 1
+    if getattr(op, "openmp", False):
+        threads = max(1, min(int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1),
+                             bottom[0]))
+    isz = np.dtype(out.type.dtype).itemsize
+    col = threads * bottom[1] * weights[-2] * weights[-1] * top[-2] * top[-1] * isz
+    if isinstance(op, CorrMM_gradWeights):
+        col += threads * int(np.prod(weights)) * isz
+    return int(col)
+
+
 def _workspace_rules() -> dict:
     """Per-op rules for the extra bytes a node needs while it runs (default 0)."""
     from theano.scan_module.scan_op import Scan
-    return {Scan: _scan_workspace}
+    from theano.tensor.nnet.corr import CorrMM, CorrMM_gradInputs, CorrMM_gradWeights
+    return {Scan: _scan_workspace, CorrMM: _corr_workspace,
+            CorrMM_gradWeights: _corr_workspace, CorrMM_gradInputs: _corr_workspace}
 
 
 def _shape_feature(fgraph):
