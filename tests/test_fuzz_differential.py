@@ -31,7 +31,7 @@ Tests (``PER_CONFIG`` = examples per configuration, set by the profile):
 
 Budget: ``dev`` (default) 3 per configuration (90 examples), ``ci``
 (``CI=true``) 30 per configuration: **720 examples** (plus 6 fixed tests) in
-CI_WARM warm on the shared 2-core box (docs/referee.md has the command and the
+4 min 08 s warm on the shared 2-core box (docs/referee.md has the command and the
 cold time); ``long``: scripts/fuzz_long.py.  ``LOWMEM_FUZZ_EXAMPLES=N`` runs exactly N examples
 in every fuzz test.  dev and ci are derandomized: each test and configuration
 has its own fixed seed (``@seed(crc32(name))``), so the same programs run every

@@ -153,7 +153,7 @@ OPS: dict[str, Op] = {
     # subtensor updates (inplace-eligible after fast_run); the value must fit the dtype
     "inc_tail": op("M:f M:=", "M", "=", lambda T, a, b: T.inc_subtensor(a[1:], b[:-1])),
     "set_head": op("M:n M:=", "M", "=", lambda T, a, b: T.set_subtensor(a[:1], b[-1:])),
-    "set_col": op("M:n K:=", "M", "=", lambda T, a, k: T.set_subtensor(a[:, 0], k)),
+    "set_col": op("M:f K:n", "M", "=", lambda T, a, k: T.set_subtensor(a[:, 0], T.cast(k, a.dtype))),
     # joins (Join allocates each call)
     "concat0": op("M:f M:f", "M", "up", lambda T, a, b: T.concatenate([a, b], axis=0)[::2]),
     "concat1": op("M:f M:f", "M", "up", lambda T, a, b: T.concatenate([a, b], axis=1)[:, 1::2]),
