@@ -68,6 +68,54 @@ def is_known_op(op) -> bool:
     return type(op).__module__.split(".")[0] == "theano"
 
 
+#: C ops whose output is a fresh C-contiguous array whatever their inputs' layout
+#: (blas.py:964, 1571: PyArray_SimpleNew; nnet.py:174, 497: Softmax*; corr.py:559:
+#: PyArray_ZEROS(..., 0); CAReduce allocates C order).
+_C_ORDER_OPS = ("Dot22", "Dot22Scalar", "Softmax", "SoftmaxWithBias", "SoftmaxGrad",
+                "CorrMM", "CorrMM_gradWeights", "CorrMM_gradInputs", "CAReduce", "Sum",
+                "Prod", "CAReduceDtype", "MaxAndArgmax", "Alloc", "AllocEmpty")
+
+
+def may_be_fortran(fgraph, order) -> set:
+    """Values of 2+ dimensions whose array may be Fortran-ordered (not C-contiguous).
+
+    A cell shared between two values hands an op the array the other op left there.
+    C ``Elemwise`` keeps that array when its dims fit (``PyArray_Resize`` to the same
+    dims, elemwise_cgen.py:158-170) and writes its result in that array's layout, and it
+    allocates Fortran order when all its inputs are Fortran (elemwise.py:929-952); a
+    layout that differs from the one stock Theano would have produced changes the
+    floating-point path of later BLAS calls, so results would no longer be bit-identical
+    (tests/test_cell_tolerance.py shows it).  Such values never share a cell: the graph
+    inputs (a caller may pass Fortran arrays), transposing views, ``Elemwise`` outputs
+    whose every 2+-d input may be Fortran, and outputs of ops that are not known to
+    allocate C order (Python ops, ``Gemm{no_inplace}``, which copies its input's layout).
+    """
+    from theano.tensor.elemwise import DimShuffle, Elemwise
+    maybe = {v for v in fgraph.inputs if getattr(v.type, "ndim", 0) >= 2}
+    for node in order:
+        op = node.op
+        for i, out in enumerate(node.outputs):
+            if getattr(out.type, "ndim", 0) < 2:
+                continue
+            if isinstance(op, DimShuffle):
+                kept = [d for d in op.new_order if d != "x"]
+                f = kept != sorted(kept) or node.inputs[0] in maybe
+            elif isinstance(op, Elemwise):
+                big = [x for x in node.inputs if getattr(x.type, "ndim", 0) >= 2
+                       and not all(x.type.broadcastable)]
+                f = bool(big) and all(x in maybe for x in big)
+            else:
+                table = set(getattr(op, "view_map", None) or {}) | \
+                    set(getattr(op, "destroy_map", None) or {})
+                if i in table:     # a view or inplace output: its input's layout, or any
+                    f = True
+                else:
+                    f = type(op).__name__ not in _C_ORDER_OPS
+            if f:
+                maybe.add(out)
+    return maybe
+
+
 def ensure_destroy_handler(fgraph) -> bool:
     """Attach a ``DestroyHandler`` if ``fgraph`` has destroyers but none is attached.
 
@@ -371,6 +419,7 @@ class LowMemLinker(VM_Linker):
         excluded |= roots_of(supplied)
         excluded |= {v for v, var in enumerate(model.variables)
                      if isinstance(var, theano.gof.Constant)}
+        excluded |= {vid[v] for v in may_be_fortran(fgraph, order) if v in vid}
         unknown = [a for a in order if not is_known_op(a.op)]
         excluded |= roots_of([v for a in unknown for v in a.inputs + a.outputs])
         if unknown and bool(_flag("lowmem_warn", True)):
