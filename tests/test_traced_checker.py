@@ -173,7 +173,10 @@ def test_real_plans_pass_the_traced_checker(family):
         t0 = time.perf_counter()
         shared[linker] = assert_clean(f, traces)
         assert time.perf_counter() - t0 < 2.0          # the checker itself is cheap
-    if family != "branches":        # 3 independent branches: no two values of one Type free
+    # branches: 3 independent branches, no two values of one Type free at once;
+    # views_inplace: its 2-d values descend from transposes, so their arrays may be
+    # Fortran-ordered and never share (storage_reuse.may_be_fortran)
+    if family not in ("branches", "views_inplace"):
         assert max(shared["cvm_lowmem_nogc"], shared["vm_lowmem_nogc"]) > 0, shared
 
 
