@@ -23,6 +23,9 @@ import theano
 from theano.compile.ops import Shape, Shape_i
 from theano.compile.sharedvalue import SharedVariable
 from theano.gof import Constant
+from theano.gof.graph import NoParams
+from theano.scalar import Composite
+from theano.tensor.elemwise import Elemwise
 from theano.tensor.type import TensorType
 
 from .core.graph import NO_ALIAS, Graph
@@ -185,10 +188,7 @@ def is_shape_arithmetic(node) -> bool:
 def performer(node):
     """``perform(args, store)`` for ``node`` as ``Op.make_py_thunk`` calls it (op.py:887-901):
     with the node's params when the op has them; inputs copied for inplace ops."""
-    from theano.gof.graph import NoParams
-    from theano.tensor.elemwise import Elemwise
     op = node.op
-    from theano.scalar import Composite
     if isinstance(op, Elemwise) and not isinstance(op.scalar_op, Composite) \
             and len(node.outputs) == 1 and all(
             getattr(v.type, "ndim", None) == 0 for v in node.inputs + node.outputs):
@@ -202,16 +202,18 @@ def performer(node):
         def perform(args, store):
             store[0][0] = np.asarray(impl(*[np.asarray(a)[()] for a in args]), dtype=dtype)
         return perform
-    params = node.run_params()
     copy = bool(getattr(op, "destroy_map", None))
-    if params is NoParams:
-        def perform(args, store):
-            op.perform(node, [np.array(a) for a in args] if copy else args, store)
-    else:
-        pv = node.params_type.filter(params)
+    state: list = []            # the node's params, looked up at the first call only
 
-        def perform(args, store):
-            op.perform(node, [np.array(a) for a in args] if copy else args, store, pv)
+    def perform(args, store):
+        if not state:
+            params = node.run_params()
+            state.append(None if params is NoParams else node.params_type.filter(params))
+        args = [np.array(a) for a in args] if copy else args
+        if state[0] is None:
+            op.perform(node, args, store)
+        else:
+            op.perform(node, args, store, state[0])
     return perform
 
 
