@@ -17,6 +17,8 @@ from typing import Any, Callable, Iterable, Sequence
 
 NO_ALIAS = -1
 NO_PRODUCER = -1
+#: Cached properties that depend on the structure only (not on sizes): see Graph.with_sizes.
+_STRUCTURAL = ("readers", "preds", "succs", "_roots", "buffers", "group", "group_pinned")
 
 
 class GraphError(ValueError):
@@ -127,6 +129,8 @@ class Graph:
         ws = self.workspace if workspace is None else tuple(int(w) for w in workspace)
         if len(ws) != self.n_nodes or any(w < 0 for w in ws):
             raise GraphError(f"with_sizes needs {self.n_nodes} workspaces >= 0, got {len(ws)}")
+        for name in _STRUCTURAL:         # computed once, shared by every re-sized copy
+            getattr(self, name)
         new = object.__new__(Graph)
         state = dict(self.__dict__)      # fields and the cached structural properties
         state.update(size=size, workspace=ws)
