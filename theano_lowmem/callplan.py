@@ -572,9 +572,11 @@ class PlannedVM:
         return plan
 
     def _miss(self, sig):
+        from .storage_reuse import _no_cyclic_gc
         self.misses += 1
         try:
-            plan = self._planner.plan(sig)
+            with _no_cyclic_gc():
+                plan = self._planner.plan(sig)
         except Exception as exc:
             self.__dict__["failed"] = f"{type(exc).__name__}: {exc}"
             self.__dict__["_vm"] = self._planner.base_vm

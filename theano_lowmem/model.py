@@ -390,7 +390,7 @@ def _shape_feature(fgraph):
 
 def model_of_fgraph(fgraph, order: Sequence[Any] | None = None, *,
                     input_shapes: Mapping | None = None, input_values: Mapping | None = None,
-                    unknown_dim: int | None = None) -> FGModel:
+                    unknown_dim: int | None = None, sizes: bool = True) -> FGModel:
     """Build the memory model of ``fgraph``.
 
     Parameters
@@ -406,6 +406,9 @@ def model_of_fgraph(fgraph, order: Sequence[Any] | None = None, *,
     unknown_dim : int, optional
         Size assumed for a dimension nothing determines (default: flag
         ``lowmem_unknown_dim``, else 128).
+    sizes : bool
+        False: the structure only (every tensor dimension unknown, no sharing keys, no
+        workspace), for call-time plans, which size the values at each signature.
 
     Returns
     -------
@@ -461,7 +464,10 @@ def model_of_fgraph(fgraph, order: Sequence[Any] | None = None, *,
         if isinstance(var.type, TensorType):
             sym = sf.shape_of.get(var)
             isz = np.dtype(var.type.dtype).itemsize
-            if var in known_shapes:
+            if not sizes:
+                d = (None,) * var.type.ndim
+                sym = None
+            elif var in known_shapes:
                 d = tuple(int(x) for x in known_shapes[var])
             elif sym is None:
                 d = (None,) * var.type.ndim
@@ -478,7 +484,7 @@ def model_of_fgraph(fgraph, order: Sequence[Any] | None = None, *,
     rules = _workspace_rules()
     workspace = []
     for a in nodes:
-        rule = rules.get(type(a.op))
+        rule = rules.get(type(a.op)) if sizes else None
         workspace.append(rule(a, ev, unknown_dim) if rule is not None else 0)
     structure = dict(node_inputs=node_inputs, node_outputs=node_outputs, workspace=workspace,
                      alias_of=[alias.get(v, NO_ALIAS) for v in range(len(variables))],
