@@ -406,7 +406,8 @@ def machine_info() -> dict:
 LEGEND = """\
 * **modelled** = the memory model (`theano_lowmem.core.memory.simulate`) with the sizes of the example
   inputs: live intermediate bytes at the worst step; *stock* = the order Theano's C VM runs, *ours* = the
-  order the `lowmem` pass pinned; the optimum is exact search within the time budget (*proven*, or the
+  order a lowmem call runs (the call-time plan for these shapes; else the order the `lowmem` pass
+  pinned); the optimum is exact search within the time budget (*proven*, or the
   best order found with a proven lower bound).
 * **measured** = `tracemalloc` around a real warm call (numpy buffers incl. C ops, plus a few KB of Python
   objects). *peak gc-on*: stock `cvm` vs ours relinked with `cvm_lowmem` (gc on). *held gc-off*: bytes left in
