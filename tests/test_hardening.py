@@ -124,3 +124,36 @@ def test_shape_evaluation_never_runs_a_data_op():
     finally:
         type(d.owner.op).perform = real
     assert not calls
+
+
+def test_no_import_cycle_between_our_modules():
+    """Data flows one way (FunctionGraph -> model -> order -> plan -> VM): no module of
+    theano_lowmem imports, at module level or inside a function, one that imports it back
+    (issue 10 asked to remove model <-> opt and activate <-> storage_reuse)."""
+    import ast
+    import os
+    root = os.path.dirname(theano_lowmem.__file__)
+    graph: dict = {}
+    for name in os.listdir(root):
+        if name.endswith(".py") and name not in ("__init__.py", "__main__.py"):
+            tree = ast.parse(open(os.path.join(root, name)).read())
+            graph[name[:-3]] = {n.module.split(".")[0] for n in ast.walk(tree)
+                                if isinstance(n, ast.ImportFrom) and n.level == 1 and n.module}
+    state: dict = {}
+    cycles = []
+
+    def visit(u, path):
+        state[u] = 1
+        for v in sorted(graph.get(u, ())):
+            if v == u or v not in graph:
+                continue
+            if state.get(v) == 1:
+                cycles.append(path + [v])
+            elif not state.get(v):
+                visit(v, path + [v])
+        state[u] = 2
+    for u in sorted(graph):
+        if not state.get(u):
+            visit(u, [u])
+    assert not cycles, cycles
+    assert {"model", "opt"} <= set(graph) and "opt" not in graph["model"]

@@ -28,12 +28,9 @@ _saved: dict[str, Any] | None = None   # what enable() replaced; None while disa
 
 
 def _linker_kwargs(linker: Any) -> dict[str, Any]:
-    """Constructor arguments of a ``VM_Linker`` (gof/vm.py:730-749)."""
-    kw = {k: getattr(linker, k) for k in ("allow_gc", "use_cloop", "callback", "callback_input",
-                                          "lazy", "c_thunks", "allow_partial_eval")}
-    if "schedule" in vars(linker):   # only stored when given
-        kw["schedule"] = linker.schedule
-    return kw
+    """Constructor arguments of a ``VM_Linker`` (:func:`theano_lowmem.scans.linker_kwargs`)."""
+    from .scans import linker_kwargs
+    return linker_kwargs(linker)
 
 
 def enabled() -> bool:

@@ -26,6 +26,7 @@ Plans are kept per signature, least recently used dropped first (flag
 """
 from __future__ import annotations
 
+import contextlib
 import time
 import warnings
 from collections import OrderedDict
@@ -61,6 +62,22 @@ def call_budget(n_nodes: int) -> float:
     ``n_nodes`` nodes: proportional to the graph, capped by ``lowmem_time_budget``."""
     return min(float(_flag("lowmem_time_budget", 0.25)),
                CALL_BUDGET_FLOOR + CALL_BUDGET_PER_1000 * n_nodes / 1000)
+
+
+@contextlib.contextmanager
+def no_cyclic_gc():
+    """Python's cyclic collector off while we plan: the planning code allocates many small
+    objects, and each generation-2 collection walks the whole Theano graph (profiled: most of
+    the link-time cost on a 93-node graph).  Nothing we build is collectable cyclic garbage;
+    the collector's previous state is restored."""
+    import gc
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 # --------------------------------------------------------------------------- shapes
@@ -326,7 +343,7 @@ class CallPlanner:
     """
 
     def __init__(self, linker, fgraph, model, link_ids, extra_deps, cell_groups, vm_args,
-                 base_vm, shape_feature) -> None:
+                 base_vm, shape_feature, make_vm=None) -> None:
         from .model import _workspace_rules
         self.linker = linker
         self.fgraph = fgraph
@@ -339,6 +356,9 @@ class CallPlanner:
         self.cell_groups = cell_groups
         self.vm_args = vm_args
         self.base_vm = base_vm
+        # the make_vm to build plans' VMs with: the linker's own, not a subclass's that
+        # wraps thunks (the stored thunks are already what such a subclass made of them)
+        self.make_vm = make_vm or type(linker).make_vm
         self.gc = bool(linker.allow_gc)
         t0 = time.perf_counter()
         self.program = ShapeProgram(fgraph, model.variables, shape_feature.shape_of)
@@ -432,13 +452,10 @@ class CallPlanner:
             if args["post_thunk_clear"] is not None:
                 args["post_thunk_clear"] = _post_thunk_clear(self.fgraph, nodes,
                                                              args["storage_map"])
-        from .storage_reuse import LowMemLinker
         saved = (feature.order, feature.chained, feature.valid)
         try:                                   # the CVM reads orderings() when built
             _set_order(feature, nodes)
-            # LowMemLinker's own make_vm: the stored thunks are already what a subclass
-            # (e.g. the tracer of executed.py) made of them
-            vm = LowMemLinker.make_vm(self.linker, **args)
+            vm = self.make_vm(self.linker, **args)
         finally:
             _set_order(feature, saved[0], saved[1], saved[2])
         vm.storage_map = args["storage_map"]          # as VM_Linker.make_all does (vm.py:1144-1145)
@@ -572,10 +589,9 @@ class PlannedVM:
         return plan
 
     def _miss(self, sig):
-        from .storage_reuse import _no_cyclic_gc
         self.misses += 1
         try:
-            with _no_cyclic_gc():
+            with no_cyclic_gc():
                 plan = self._planner.plan(sig)
         except Exception as exc:
             self.__dict__["failed"] = f"{type(exc).__name__}: {exc}"

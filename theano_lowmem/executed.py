@@ -102,9 +102,8 @@ def executed_order(f) -> list:
     >>> executed_order(f) == trace_order(f, np.ones(3))
     True
     """
-    from .callplan import PlannedVM
     vm = f.fn
-    if isinstance(vm, PlannedVM):      # call-time plans: the current plan's order
+    if hasattr(type(vm), "executed_nodes"):   # a callplan.PlannedVM: the current plan's order
         return vm.executed_nodes()
     fgraph = f.maker.fgraph
     nodes = list(getattr(vm, "nodes", None) or fgraph.toposort())

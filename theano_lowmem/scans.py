@@ -62,6 +62,15 @@ def _include_lowmem_in_scans(fgraph) -> None:
                                     reason="lowmem: private scan op with the pass inside")
 
 
+def linker_kwargs(linker) -> dict:
+    """Constructor arguments of a ``VM_Linker`` (gof/vm.py:730-749)."""
+    kw = {k: getattr(linker, k) for k in ("allow_gc", "use_cloop", "callback", "callback_input",
+                                          "lazy", "c_thunks", "allow_partial_eval")}
+    if "schedule" in vars(linker):   # only stored when given
+        kw["schedule"] = linker.schedule
+    return kw
+
+
 def use_in_scans(fgraph, linker) -> None:
     """Give scan nodes a LowMemLinker for their inner function too.
 
@@ -75,20 +84,19 @@ def use_in_scans(fgraph, linker) -> None:
     """
     from theano.gof.vm import VM_Linker
     from theano.scan_module.scan_op import Scan
-    from .activate import _linker_kwargs
-    from .storage_reuse import LowMemLinker
+    cls = type(linker)          # LowMemLinker (or a subclass): no import of storage_reuse
     private: dict = {}
     for node in fgraph.apply_nodes:
         op = node.op
         if not isinstance(op, Scan):
             continue
         inner = op.mode_instance
-        if isinstance(inner.linker, LowMemLinker) or not isinstance(inner.linker, VM_Linker):
+        if isinstance(inner.linker, cls) or not isinstance(inner.linker, VM_Linker):
             continue
         if id(op) not in private:
-            kwargs = _linker_kwargs(inner.linker)
-            new = LowMemLinker(share=linker.share, check_plan=linker.check_plan,
-                               share_by=linker.share_by, **kwargs)
+            kwargs = linker_kwargs(inner.linker)
+            new = cls(share=linker.share, check_plan=linker.check_plan,
+                      share_by=linker.share_by, **kwargs)
             private[id(op)] = private_scan_op(
                 op, theano.Mode(linker=new, optimizer=inner.provided_optimizer))
         node.op = private[id(op)]

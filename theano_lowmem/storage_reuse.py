@@ -41,6 +41,7 @@ from theano.tensor.type import TensorType
 
 from .core.bufplan import BufferPlan, PlanError, check_plan, plan_buffers
 from .core.memory import lifetimes
+from .callplan import no_cyclic_gc as _no_cyclic_gc
 from .scans import use_in_scans
 
 SHARE_BY = ("estimate", "type", "shape")
@@ -169,22 +170,6 @@ def _without_theano_reallocation():
         yield
     finally:
         _realloc.off -= 1
-
-
-@contextlib.contextmanager
-def _no_cyclic_gc():
-    """Python's cyclic collector off while we plan: the planning code allocates many small
-    objects, and each generation-2 collection walks the whole Theano graph (profiled: most of
-    the link-time cost on a 93-node graph).  Nothing we build is collectable cyclic garbage;
-    the collector's previous state is restored."""
-    import gc
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 class _NoSharing(Exception):
@@ -348,7 +333,7 @@ class LowMemLinker(VM_Linker):
         try:
             with _no_cyclic_gc():
                 planner = CallPlanner(self, self.fgraph, base_vm=vm, vm_args=self._vm_args,
-                                      **linked.planner_args)
+                                      make_vm=LowMemLinker.make_vm, **linked.planner_args)
         except Exception as exc:
             if _flag("lowmem_warn", True):
                 warnings.warn(f"theano_lowmem: call-time planning disabled for this function "
