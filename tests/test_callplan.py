@@ -147,14 +147,14 @@ def test_traced_order_is_the_plan_and_model_matches_measurement(linker):
 
 def test_plan_never_worse_than_stock_measured():
     """Exact sizes: Theano's order is a candidate, and the measurement agrees."""
-    case = families.randwire(n=32, width=128, batch=64, kind="er", seed=3)
+    case = families.randwire(n=16, width=96, batch=48, kind="er", seed=3)
     args = case.make_args()
     f = case.compile(mode=lowmem("cvm_lowmem"))
     ref = case.compile(mode=stock("cvm"))
     case.reset()
     f(*args)
     p = planned_vm(f).current
-    assert p.peak <= p.baseline_peak
+    assert p.peak < p.baseline_peak          # the plan really differs from Theano's order
     case.reset()
     ours = measure_call(f, *args).peak
     case.reset()
