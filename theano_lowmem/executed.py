@@ -28,8 +28,9 @@ def is_lazy_node(node) -> bool:
     return isinstance(node.op, IfElse) or getattr(node.op, "lazy", False) is True
 
 
-def _encode(fgraph, nodes: Sequence[Any], ordered_prereqs: bool):
-    """The integer encoding ``VM_Linker.make_vm`` builds for the CVM (vm.py, make_vm)."""
+def _encode(fgraph, nodes: Sequence[Any], ordered_prereqs: bool, ords: dict | None = None):
+    """The integer encoding ``VM_Linker.make_vm`` builds for the CVM (vm.py, make_vm);
+    prerequisites from ``ords`` (default ``fgraph.orderings()``)."""
     vars_idx: dict = {}
     for node in nodes:
         for v in node.inputs + node.outputs:
@@ -41,7 +42,7 @@ def _encode(fgraph, nodes: Sequence[Any], ordered_prereqs: bool):
     for v, i in vars_idx.items():
         if v.owner is not None:
             var_owner[i] = node_idx[v.owner]
-    ords = fgraph.orderings()
+    ords = fgraph.orderings() if ords is None else ords
     prereqs = []
     for node in nodes:
         idxs = [vars_idx[v] for p in ords.get(node, []) for v in p.outputs]

@@ -347,26 +347,14 @@ class OrderFeature(Feature):
 def _cvm_encoding(fgraph, nodes: list, ours: OrderFeature):
     """``make_vm``'s integer encoding of ``fgraph`` (vm.py:905-970), with the
     prerequisites of every feature but ``ours``."""
-    vars_idx: dict = {}
-    for node in nodes:
-        for v in node.inputs + node.outputs:
-            vars_idx.setdefault(v, len(vars_idx))
-    for v in fgraph.inputs + fgraph.outputs:
-        vars_idx.setdefault(v, len(vars_idx))
-    node_idx = {n: i for i, n in enumerate(nodes)}
-    var_owner = [-1] * len(vars_idx)
-    for v, i in vars_idx.items():
-        if v.owner is not None:
-            var_owner[i] = node_idx[v.owner]
-    prereqs: list[set] = [set() for _ in nodes]
+    from .executed import _encode
+    ords: dict = {}
     for feature in fgraph._features:
         if feature is ours or not hasattr(feature, "orderings"):
             continue
         for node, before in feature.orderings(fgraph).items():
-            prereqs[node_idx[node]].update(vars_idx[v] for p in before for v in p.outputs)
-    return ([[vars_idx[v] for v in n.inputs] for n in nodes],
-            [[vars_idx[v] for v in n.outputs] for n in nodes],
-            var_owner, [sorted(p) for p in prereqs], [vars_idx[v] for v in fgraph.outputs])
+            ords.setdefault(node, []).extend(before)
+    return _encode(fgraph, nodes, ordered_prereqs=False, ords=ords)
 
 
 # ------------------------------------------------------------------ stamps
