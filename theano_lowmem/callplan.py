@@ -294,7 +294,8 @@ class Plan:
     planned : int
         The figure the budget is checked against: ``peak`` (gc on) or ``held`` (gc off).
     seconds : dict
-        Planning time by phase (``shapes``, ``model``, ``schedule``, ``vm``, ``total``).
+        Planning time by phase (``tape``: building the shape tape, first plan only;
+        ``shapes``, ``model``, ``schedule``, ``vm``, ``total``).
     """
 
     signature: Any
@@ -360,20 +361,30 @@ class CallPlanner:
         # wraps thunks (the stored thunks are already what such a subclass made of them)
         self.make_vm = make_vm or type(linker).make_vm
         self.gc = bool(linker.allow_gc)
-        t0 = time.perf_counter()
-        self.program = ShapeProgram(fgraph, model.variables, shape_feature.shape_of)
-        self.program_seconds = time.perf_counter() - t0
         self.itemsize = model.itemsize
         rules = _workspace_rules()
         self.ws_nodes = [(i, rules[type(a.op)]) for i, a in enumerate(model.nodes)
                          if type(a.op) in rules]
-        cells = [vm_args["storage_map"][v] for v in fgraph.inputs]
-        self.input_cells = cells
+        self.input_cells = [vm_args["storage_map"][v] for v in fgraph.inputs]
+        self._shape_of = shape_feature.shape_of
+        # the shape tape is built at the first call (a function never called costs nothing)
+        self.program = None
+        self.program_seconds = 0.0
+        self.signature = self._first_signature
+        self.budget = 0
+        self.action = "warn"
+
+    def _first_signature(self):
+        """Build the shape tape and the signature reader, then read the signature."""
+        with no_cyclic_gc():
+            t0 = time.perf_counter()
+            self.program = ShapeProgram(self.fgraph, self.model.variables, self._shape_of)
+            self.program_seconds = time.perf_counter() - t0
+        cells = self.input_cells
         self.shape_cells = [cells[i] for i in sorted(self.program.shape_inputs)]
         self.value_cells = [cells[i] for i in sorted(self.program.value_inputs)]
         self.signature = signature_reader(self.shape_cells, self.value_cells)
-        self.budget = 0
-        self.action = "warn"
+        return self.signature()
 
     def refresh_budget(self) -> None:
         from .config import parse_bytes
@@ -421,10 +432,11 @@ class CallPlanner:
         held = self._held(g)
         vm = self._vm_for(order)
         t4 = time.perf_counter()
+        tape, self.program_seconds = self.program_seconds, 0.0   # built by the first call
         p = Plan(sig, exact, tuple(order), method, optimal, lower, peak, base_peak, held,
                  peak if self.gc else held,
-                 dict(shapes=t1 - t0, model=t2 - t1, schedule=t3 - t2, vm=t4 - t3,
-                      total=t4 - t0),
+                 dict(tape=tape, shapes=t1 - t0, model=t2 - t1, schedule=t3 - t2,
+                      vm=t4 - t3, total=t4 - t0 + tape),
                  dims=dims, vm=vm)
         self.refresh_budget()
         p.budget = self.budget
@@ -562,6 +574,8 @@ class PlannedVM:
                 sig = d["_sig"]()
             except Exception as exc:   # e.g. a missing input: let the VM report it
                 sig = ("unreadable", type(exc).__name__)
+            if d["_sig"] is not d["_planner"].signature:    # after the first call's set-up
+                d["_sig"] = d["_planner"].signature
             plan = d["current"]
             if plan is None or plan.signature != sig:
                 plan = self._select(sig)
