@@ -92,7 +92,8 @@ def cut_positions(graph: Graph, order: Sequence[int]) -> list[int]:
 
 def solve_window(graph: Graph, t: MemTables, order: Sequence[int], lo: int, hi: int, *,
                  base: int, ub: int, deadline: float | None = None, budget: Budget | None = None,
-                 max_work: int | None = None, pos: Sequence[int] | None = None) -> WindowResult:
+                 max_work: int | None = None, pos: Sequence[int] | None = None,
+                 depth_first: bool = False) -> WindowResult:
     """Reorder ``order[lo:hi]`` to minimise the peak of its steps, looking only below ``ub``.
 
     Parameters
@@ -113,6 +114,11 @@ def solve_window(graph: Graph, t: MemTables, order: Sequence[int], lo: int, hi: 
         Stop after this many work units (deterministic).
     pos : sequence of int, optional
         ``pos[n]``: position of node ``n`` in ``order`` (computed when not given).
+    depth_first : bool
+        Anytime depth-first branch and bound (:meth:`_Window.search_dfs`) instead of
+        best-first: when the work runs out it returns the best window order found so
+        far (below ``ub``), where best-first returns nothing.  Same result when it
+        finishes (``proved``).
 
     Examples
     --------
@@ -130,7 +136,8 @@ def solve_window(graph: Graph, t: MemTables, order: Sequence[int], lo: int, hi: 
     limit = budget.left() if budget is not None else 1 << 62
     if max_work is not None:
         limit = min(limit, max_work)
-    local, peak, proved, lower, work = w.search(ub, limit, budget, deadline)
+    search = w.search_dfs if depth_first else w.search
+    local, peak, proved, lower, work = search(ub, limit, budget, deadline)
     if local is None:
         return WindowResult(None, None, proved, lower, work=work)
     new = list(order)
@@ -197,6 +204,111 @@ class _Window:
             if not s >> i & 1:
                 return keep + self.spike[i] + self.inb[i]
         return 0
+
+    def search_dfs(self, ub: int, limit: int, budget: Budget | None, deadline: float | None
+                   ) -> tuple[list[int] | None, int | None, bool, int, int]:
+        """Depth-first branch and bound for a window order with peak < ``ub``, anytime:
+        (best order found or None, its peak, proved, lower, work).
+
+        Children are tried by increasing (step peak so far, bytes the step adds), so the
+        first leaf is a greedy order; each leaf found lowers ``ub`` to its peak, and the
+        search goes on below it.  A state reached again with no lower peak so far is
+        skipped (its subtree was searched under a higher ``ub``, which covers the lower
+        one).  Pruning: the bound of :meth:`search` (``h``), the single-child rule of
+        :meth:`search`, and one step of look-ahead: a state left with ``after`` live bytes
+        still has to run one of its ready nodes, so any completion peaks at least at
+        ``after`` + the least ``spike`` among them.  ``proved``: the search finished, so
+        the order found (or, with none, ``ub``) is optimal for the window.  Work: as
+        :meth:`search`, plus 1 per ready node of the look-ahead.
+        """
+        k, pred, succ, spike, alloc, frees, keepb = (self.k, self.pred, self.succ, self.spike,
+                                                     self.alloc, self.frees, self.keep)
+        full = (1 << k) - 1
+        start_f = max(self.keep_total, self._h(0, self.base_keep))
+        if start_f >= ub:
+            return None, None, True, ub, 1
+        lower = start_f
+        work, charged = 1, 0
+        ready0 = sum(1 << i for i in range(k) if not pred[i])
+        best = {0: 0}
+        info = {0: (self.base, self.base_keep, ready0)}
+        parent: dict[int, tuple[int, int]] = {}
+        stack = [(0, 0)]                                    # (state, g)
+        found: list[int] | None = None
+        stopped = False
+        while stack:
+            s, g = stack.pop()
+            if g >= ub or g > best[s]:
+                continue
+            if s == full:
+                path = []
+                while s:
+                    s, i = parent[s]
+                    path.append(i)
+                found, ub = path[::-1], g
+                continue
+            if work >= limit or (deadline is not None and time.perf_counter() > deadline):
+                stopped = True
+                break
+            if budget is not None and work - charged >= CLOCK_EVERY:     # reads the clock
+                budget.spend(work - charged)
+                charged = work
+                if budget.capped:
+                    stopped = True
+                    break
+            live, keep, ready = info[s]
+            kids, min_spike, r = [], None, ready
+            while r:
+                low = r & -r
+                r ^= low
+                i = low.bit_length() - 1
+                s2 = s | low
+                after = live + alloc[i]
+                for m, sz in frees[i]:
+                    if not m & ~s2:
+                        after -= sz
+                kids.append((i, s2, live + spike[i], after))
+                if min_spike is None or spike[i] < min_spike:
+                    min_spike = spike[i]
+            work += 2 + 2 * len(kids)
+            for kid in kids:
+                if kid[3] <= live and (spike[kid[0]] == min_spike or kid[2] <= g):
+                    kids = [kid]
+                    break
+            pushed = []
+            for i, s2, out, after in kids:
+                g2 = g if out <= g else out
+                if g2 >= ub or g2 >= best.get(s2, ub):
+                    continue
+                keep2 = keep + keepb[i]
+                if self._h(s2, keep2) >= ub:
+                    continue
+                ready2 = ready ^ (1 << i)
+                for j in succ[i]:
+                    if not pred[j] & ~s2:
+                        ready2 |= 1 << j
+                if s2 != full:
+                    r2, least = ready2, None
+                    while r2:
+                        low = r2 & -r2
+                        r2 ^= low
+                        sp = spike[low.bit_length() - 1]
+                        if least is None or sp < least:
+                            least = sp
+                        work += 1
+                    if after + least >= ub:
+                        continue
+                best[s2], info[s2], parent[s2] = g2, (after, keep2, ready2), (s, i)
+                pushed.append((g2, after - live, i, s2))
+            pushed.sort(reverse=True)
+            for g2, _, _, s2 in pushed:
+                stack.append((s2, g2))
+        if budget is not None:
+            budget.spend(work - charged)
+        done = not stopped
+        if found is None:
+            return None, None, done, ub if done else lower, work
+        return found, ub, done, ub if done else lower, work
 
     def search(self, ub: int, limit: int, budget: Budget | None, deadline: float | None
                ) -> tuple[list[int] | None, int | None, bool, int, int]:

@@ -51,7 +51,17 @@ __all__ = ["Schedule", "schedule", "exact_schedule", "brute_force_peak", "heuris
 #: improvement", so a hard window cannot eat the budget of the rest of the sweep.  A
 #: whole cut segment (which can prove the order optimal) may spend ``budget // SEGMENT_SHARE``.
 WINDOW_SHARE = 8
+#: Width of the first windows (at most ``exact_max_nodes``): narrow windows are cheap, so
+#: the sweep reaches a local optimum well within a call-time budget, and the width doubles
+#: when they stop helping.
+WINDOW_START = 12
 SEGMENT_SHARE = 2
+#: At a local optimum of the windows, the depth-first search of the peak step's segment
+#: (:meth:`.sched_exact._Window.search_dfs`) may spend ``DFS_SHARE / 4`` of the budget left,
+#: and at most ``DFS_WORK_PER_EDGE * MemTables.edges`` units; the windows polish its order
+#: with the rest.
+DFS_SHARE = 3
+DFS_WORK_PER_EDGE = 400
 
 
 @dataclass(frozen=True)
@@ -207,10 +217,11 @@ def _improve(graph: Graph, tables: MemTables, best: list[int], best_peak: int, m
     budget.spend(2 * tables.edges)
     cuts = cut_positions(graph, best)
     bounds = sorted({0, n, *cuts, *(c + 1 for c in cuts)})
-    w0 = width = max(max_nodes, 2)
+    w0 = width = max(min(max_nodes, WINDOW_START), 2)
     window_work = None if budget.limit is None else max(budget.limit // WINDOW_SHARE, 1)
     seg_work = None if budget.limit is None else max(budget.limit // SEGMENT_SHARE, 1)
     tried: set[tuple[int, int]] = set()
+    dfs_done = False
     during, after = fast_trace(tables, best)
     pos = [0] * n
     for i, v in enumerate(best):
@@ -251,8 +262,27 @@ def _improve(graph: Graph, tables: MemTables, best: list[int], best_peak: int, m
                 break
         if not improved:
             # a whole sweep found nothing (a local optimum), or windows of this width already
-            # outgrow their work share (wider ones, holding them, would too): stop
+            # outgrow their work share (wider ones, holding them, would too): one depth-first
+            # search of the peak step's segment, then stop unless it found a better order
             if width >= seg_end - seg or not settled:
+                if dfs_done or budget.left() < tables.edges:
+                    break
+                dfs_done = True
+                r = solve_window(graph, tables, best, seg, seg_end, base=after[seg - 1] if seg else 0,
+                                 ub=best_peak, budget=budget, pos=pos, depth_first=True,
+                                 max_work=min(budget.left() * DFS_SHARE // 4, DFS_WORK_PER_EDGE * tables.edges))
+                if r.order is not None:
+                    best = r.order
+                    during[seg:seg_end], after[seg:seg_end] = r.during, r.after
+                    for j in range(seg, seg_end):
+                        pos[best[j]] = j
+                    best_peak = max(during)
+                    method = "dfs"
+                    tried.clear()
+                    width = w0
+                    continue
+                if r.proved:               # nothing below best_peak in the peak step's segment
+                    return best, best_peak, method, True, best_peak
                 break
             width = min(2 * width, seg_end - seg)
     return best, best_peak, method, False, lower
