@@ -59,9 +59,10 @@ def _flag(name: str, default: Any) -> Any:
 
 def call_budget(n_nodes: int) -> float:
     """Scheduler budget (seconds of deterministic work) for a call-time plan of
-    ``n_nodes`` nodes: proportional to the graph, capped by ``lowmem_time_budget``."""
+    ``n_nodes`` nodes: proportional to the graph (0.1 s per 1,000 nodes, the most issue 10
+    allows), capped by ``lowmem_time_budget``."""
     return min(float(_flag("lowmem_time_budget", 0.25)),
-               CALL_BUDGET_FLOOR + CALL_BUDGET_PER_1000 * n_nodes / 1000)
+               CALL_BUDGET_FLOOR + 0.1 * n_nodes / 1000)
 
 
 @contextlib.contextmanager
