@@ -52,6 +52,17 @@ for _name in families_nets.FAMILIES:
         **families_nets.family_kwargs(n, "tiny")))
 
 
+
+@pytest.fixture(autouse=True)
+def _cells_not_arena():
+    """Same-Type shared cells (the plan with ``lowmem_arena=off``); arena views are
+    exact-shape C-contiguous arrays, tested in tests/test_arena.py."""
+    old = theano.config.lowmem_arena
+    theano.config.lowmem_arena = "off"
+    yield
+    theano.config.lowmem_arena = old
+
+
 def hostile(var, kind: int, rng):
     t = var.type
     if not isinstance(t, theano.tensor.TensorType):

@@ -186,10 +186,25 @@ def note_event(msg: str) -> None:
 
 
 def shares_cells(f) -> bool:
-    """Whether two variables of compiled ``f`` use one storage cell (read from the
-    function's ``storage_map``, not from the linker's plan objects)."""
+    """Whether two variables of compiled ``f`` share memory: one storage cell, or (with
+    the arena, after a call) arrays of two values that are not views of one another
+    whose bytes lie in one allocation.  Read from the function's ``storage_map`` and the
+    arrays in it, not from the linker's plan objects."""
     cells = [id(c) for c in f.fn.storage_map.values()]
-    return len(set(cells)) < len(cells)
+    if len(set(cells)) < len(cells):
+        return True
+    by_owner: dict = {}
+    for var, c in f.fn.storage_map.items():
+        a = c[0]
+        if var.owner is None or not isinstance(a, np.ndarray) or a.base is None:
+            continue
+        owner = a
+        while isinstance(owner.base, np.ndarray):
+            owner = owner.base
+        lo = a.__array_interface__["data"][0]
+        by_owner.setdefault(id(owner), set()).add((lo, a.nbytes))
+    # two different byte ranges of one owner: two values placed in one arena
+    return any(len(spans) >= 2 for spans in by_owner.values())
 
 
 def differential(program: tg.Program, config: str, calls: list, seed: int = 0, copy: str | None = None,
@@ -381,7 +396,8 @@ def image_program() -> tg.Program:
 def test_fuzz_setup_exercises_sharing():
     """The sharing configurations really share cells on a chain (so the fuzzing is not vacuous),
     and a wrong cell plan would be visible: the outputs match stock on changing shapes."""
-    f, _ = compile_program(chain_program(), "cvm_lowmem_nogc", "fast_run+lowmem", 0)
+    f, b = compile_program(chain_program(), "cvm_lowmem_nogc", "fast_run+lowmem", 0)
+    run_calls([f], b, chain_program(), [(5, 4, 4)], 0)
     assert shares_cells(f)
     for config in ("share_nogc", "pyvm_nogc", "share_nogc_nofuse"):
         differential(chain_program(), config, [(5, 4, 4), (2, 6, 5), (5, 4, 4)])
@@ -406,7 +422,8 @@ def test_pool_graphs_are_planned():
     pool_2d fell back to Theano's order and cells with two warnings; fixed upstream by 59b8094."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        f, _ = compile_program(image_program(), "cvm_lowmem_nogc", "fast_run+lowmem", 0)
+        f, b = compile_program(image_program(), "cvm_lowmem_nogc", "fast_run+lowmem", 0)
+        run_calls([f], b, image_program(), [(2, 6, 5)], 0)
     ours = [str(w.message) for w in caught if "theano_lowmem" in str(w.message)]
     assert not ours, ours
     assert shares_cells(f)

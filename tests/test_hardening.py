@@ -49,7 +49,7 @@ def test_reallocation_switch_is_local_to_the_linking_thread():
     done = {}
 
     def lowmem():
-        mode = theano.Mode(Paused(allow_gc=False, use_cloop=False), "fast_run").excluding(
+        mode = theano.Mode(Paused(allow_gc=False, use_cloop=False, arena="off"), "fast_run").excluding(
             "fusion", "inplace")
         done["lowmem"] = theano.function(ins, out * 2, mode=mode)
 

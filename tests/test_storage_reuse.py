@@ -53,6 +53,17 @@ def n_intermediates(f):
     return [v for v in f.fn.storage_map if v.owner is not None and v not in fg.outputs]
 
 
+
+@pytest.fixture(autouse=True)
+def _cells_not_arena():
+    """These tests cover same-Type cell sharing (the storage_map rewrite), which is the
+    plan with ``lowmem_arena=off``; the default arena is tested in tests/test_arena.py."""
+    old = theano.config.lowmem_arena
+    theano.config.lowmem_arena = "off"
+    yield
+    theano.config.lowmem_arena = old
+
+
 def assert_sound(f, *args):
     """What the compiled function really does is a valid plan: cells are shared only between
     same-Type buffer roots whose lifetimes, in the order a real call runs, are disjoint, and

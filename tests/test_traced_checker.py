@@ -51,6 +51,17 @@ FAMILY_KW = {
 
 
 # ------------------------------------------------------------------ the checker
+
+
+@pytest.fixture(autouse=True)
+def _cells_not_arena():
+    """The traced checker checks same-Type cell plans (``lowmem_arena=off``); arena
+    plans are checked against real addresses in tests/test_arena.py."""
+    old = theano.config.lowmem_arena
+    theano.config.lowmem_arena = "off"
+    yield
+    theano.config.lowmem_arena = old
+
 def check_call(steps, outputs=(), same=None) -> tuple[list[str], int]:
     """Problems found in one traced call, and the number of cells that held 2+ values.
 

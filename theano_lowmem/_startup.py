@@ -41,7 +41,8 @@ import sys
 FLAG_NAMES: tuple[str, ...] = (
     "lowmem_order", "lowmem_share", "lowmem_time_budget",
     "lowmem_exact_max_nodes", "lowmem_unknown_dim", "lowmem_check_plan",
-    "lowmem_call_plan", "lowmem_plan_cache", "lowmem_budget", "lowmem_budget_action",
+    "lowmem_call_plan", "lowmem_plan_cache", "lowmem_arena", "lowmem_budget",
+    "lowmem_budget_action",
     "lowmem_warn")
 SCANFIX_OPTOUT = "THEANO_LOWMEM_NO_SCANFIX"
 DEBUG_ENV = "THEANO_LOWMEM_DEBUG"

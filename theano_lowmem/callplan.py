@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
+import weakref
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -40,13 +41,15 @@ from theano.gof import Constant
 from theano.tensor.type import TensorType
 
 from .core.graph import Graph
-from .core.memory import simulate
+from .core.memory import lifetimes, simulate
 from .core.schedule import schedule
 from .model import is_shape_arithmetic as _is_shape_arithmetic
 from .model import is_shape_value as _is_shape_arithmetic_value
 from .model import performer as _performer
 
 _UNKNOWN = object()
+#: Planners whose plans put arena views in cells (see :func:`release_shared_cells`).
+_ARENA_PLANNERS: "weakref.WeakSet" = weakref.WeakSet()
 #: Scheduler budget at call time: this many seconds per 1,000 Apply nodes (plus a floor),
 #: never more than flag ``lowmem_time_budget``.
 CALL_BUDGET_PER_1000 = 0.04
@@ -294,6 +297,9 @@ class Plan:
         Modelled bytes the cells hold after a call with ``allow_gc=False``.
     planned : int
         The figure the budget is checked against: ``peak`` (gc on) or ``held`` (gc off).
+        With an arena, ``held`` is the arena's bytes plus the values outside it.
+    arena : theano_lowmem.arena.PlanArena or None
+        The plan's arena (flag ``lowmem_arena``; exact sizes only).
     seconds : dict
         Planning time by phase (``tape``: building the shape tape, first plan only;
         ``shapes``, ``model``, ``schedule``, ``vm``, ``total``).
@@ -316,12 +322,14 @@ class Plan:
     calls: int = 0
     warned: bool = False
     vm: Any = field(repr=False, default=None)
+    arena: Any = field(repr=False, default=None)
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in (
             "exact", "method", "optimal", "lower_bound", "peak", "baseline_peak", "held",
             "planned", "over_budget", "budget", "calls")} | {
-            "signature": repr(self.signature), "seconds": dict(self.seconds)}
+            "signature": repr(self.signature), "seconds": dict(self.seconds)} | (
+            self.arena.summary() if self.arena is not None else {})
 
 
 class CallPlanner:
@@ -345,7 +353,7 @@ class CallPlanner:
     """
 
     def __init__(self, linker, fgraph, model, link_ids, extra_deps, cell_groups, vm_args,
-                 base_vm, shape_feature, make_vm=None) -> None:
+                 base_vm, shape_feature, make_vm=None, arena_ids=(), arena_fortran=None) -> None:
         from .model import _workspace_rules
         self.linker = linker
         self.fgraph = fgraph
@@ -367,6 +375,23 @@ class CallPlanner:
         self.ws_nodes = [(i, rules[type(a.op)]) for i, a in enumerate(model.nodes)
                          if type(a.op) in rules]
         self.input_cells = [vm_args["storage_map"][v] for v in fgraph.inputs]
+        # arena candidates (storage_reuse.LowMemLinker._never_shared says which)
+        smap = vm_args["storage_map"]
+        self.arena_ids = tuple(arena_ids)
+        self.arena_cells = {b: smap[model.variables[b]] for b in self.arena_ids}
+        # every cell that may hold (a view of) a candidate's array: its alias group's
+        g = model.graph
+        self.arena_group_cells = {b: [smap[model.variables[v]] for v in g.group[b]
+                                      if model.variables[v] in smap] for b in self.arena_ids}
+        self.all_arena_cells = [c for cs in self.arena_group_cells.values() for c in cs]
+        self.arena_dtypes = {b: np.dtype(model.variables[b].type.dtype) for b in self.arena_ids}
+        self.arena_off = None           # why the arena was switched off, if it was
+        # candidates that may be Fortran-ordered when some inputs are: value -> input bits
+        self.arena_fortran = dict(arena_fortran or {})
+        bits = 0
+        for m in self.arena_fortran.values():
+            bits |= m
+        self.fortran_inputs = [i for i in range(len(fgraph.inputs)) if bits >> i & 1]
         self._shape_of = shape_feature.shape_of
         # the shape tape is built at the first call (a function never called costs nothing)
         self.program = None
@@ -384,7 +409,20 @@ class CallPlanner:
         cells = self.input_cells
         self.shape_cells = [cells[i] for i in sorted(self.program.shape_inputs)]
         self.value_cells = [cells[i] for i in sorted(self.program.value_inputs)]
-        self.signature = signature_reader(self.shape_cells, self.value_cells)
+        read = signature_reader(self.shape_cells, self.value_cells)
+        if self.fortran_inputs:     # the layout of the inputs that decide some layouts
+            fcells = [(1 << i, cells[i]) for i in self.fortran_inputs]
+
+            def read_with_layout(read=read, fcells=fcells):
+                bits = 0
+                for b, c in fcells:
+                    a = c[0]
+                    if a.ndim > 1 and a.flags.f_contiguous:
+                        bits |= b
+                return read(), bits
+            self.signature = read_with_layout
+        else:
+            self.signature = read
         return self.signature()
 
     def refresh_budget(self) -> None:
@@ -430,19 +468,47 @@ class CallPlanner:
             order, method, optimal, lower = tuple(baseline), "baseline (inexact sizes)", False, 0
             peak = base_peak = tr.peak
         t3 = time.perf_counter()
-        held = self._held(g)
-        vm = self._vm_for(order)
+        arena = self._arena(g, order, dims, sig[1] if self.fortran_inputs else 0) \
+            if exact and self.arena_ids else None
+        held = self._held(g) if arena is None else (
+            arena.plan.size + sum(g.size[b] for b in g.buffers if b not in arena.lifetimes))
         t4 = time.perf_counter()
+        vm = self._vm_for(order)
+        t5 = time.perf_counter()
         tape, self.program_seconds = self.program_seconds, 0.0   # built by the first call
         p = Plan(sig, exact, tuple(order), method, optimal, lower, peak, base_peak, held,
                  peak if self.gc else held,
                  dict(tape=tape, shapes=t1 - t0, model=t2 - t1, schedule=t3 - t2,
-                      vm=t4 - t3, total=t4 - t0 + tape),
-                 dims=dims, vm=vm)
+                      arena=t4 - t3, vm=t5 - t4, total=t5 - t0 + tape),
+                 dims=dims, vm=vm, arena=arena)
         self.refresh_budget()
         p.budget = self.budget
         p.over_budget = bool(self.budget) and p.planned > self.budget
         return p
+
+    def _arena(self, g: Graph, order, dims, fortran: int = 0):
+        """The plan's :class:`~theano_lowmem.arena.PlanArena` (placement only: the
+        buffer is allocated when the plan is installed).  ``fortran``: bits of the
+        inputs that are Fortran-ordered in this call (their dependents stay out)."""
+        from .arena import PlanArena, arena_lifetimes
+        ids = self.arena_ids
+        if fortran:
+            ids = [b for b in ids if not self.arena_fortran.get(b, 0) & fortran]
+        lts = arena_lifetimes(lifetimes(g, order, check=False), ids)
+        return PlanArena(lts, self.arena_cells, self.arena_group_cells,
+                         {b: tuple(dims[b]) for b in lts},
+                         self.arena_dtypes, check=bool(_flag("lowmem_check_plan", False)))
+
+    def disable_arena(self, why: str) -> None:
+        """Stop placing values in an arena (cells emptied; plans made again)."""
+        for c in self.all_arena_cells:
+            c[0] = None
+        self.arena_ids, self.arena_cells, self.arena_off = (), {}, why
+        self.arena_group_cells, self.all_arena_cells = {}, []
+        ref = getattr(self, "proxy", None)
+        proxy = ref() if ref is not None else None
+        if proxy is not None:
+            proxy.clear_plans()
 
     def _held(self, g: Graph) -> int:
         """Bytes held after a gc-off call: a shared cell holds its largest occupant."""
@@ -543,8 +609,11 @@ class PlannedVM:
                              _max=int(_flag("lowmem_plan_cache", 4)),
                              # read by Function.__call__ on every call (function_module.py:
                              # 940, 949): the same for every plan's VM, so no __getattr__
-                             allow_gc=getattr(base, "allow_gc", False),
+                             allow_gc=getattr(base, "allow_gc", False), _gc=planner.gc,
                              need_update_inputs=getattr(base, "need_update_inputs", True))
+        planner.proxy = weakref.ref(self)
+        if planner.arena_ids:
+            _ARENA_PLANNERS.add(planner)
 
     @property
     def vm(self):
@@ -584,6 +653,18 @@ class PlannedVM:
                 plan.calls += 1
                 if plan.over_budget:
                     self._over_budget(plan)
+                arena = plan.arena
+                if arena is not None:
+                    # gc off: the views stay in the cells; gc on: the VM emptied them
+                    if d["_gc"] or not arena.installed:
+                        arena.refill()
+                    out = d["_vm"](*args, **kwargs)
+                    if not d["_gc"]:
+                        if not arena.probed:
+                            self._probe(plan)
+                        for c in arena.allocator_cells:
+                            c[0] = None
+                    return out
         return d["_vm"](*args, **kwargs)
 
     @property
@@ -600,8 +681,28 @@ class PlannedVM:
         else:
             self.plans.move_to_end(sig)
         if plan is not None:
+            if plan is not d["current"]:
+                self._leave_arena()
             d["current"], d["_vm"] = plan, plan.vm
         return plan
+
+    def _probe(self, plan) -> None:
+        """After the first gc-off call of a plan: drop the allocators from its arena
+        and update the plan's held bytes (arena + values outside it)."""
+        arena = plan.arena
+        before = arena.plan.size
+        if arena.probe(self._planner.all_arena_cells):
+            plan.held += arena.plan.size - before
+            plan.planned = plan.held
+
+    def _leave_arena(self) -> None:
+        """Release the current plan's arena and empty every arena cell, so that no
+        view placed for one order stays in a cell when another order runs."""
+        cur = self.__dict__["current"]
+        if cur is not None and cur.arena is not None:
+            cur.arena.release()
+        for c in self._planner.all_arena_cells:
+            c[0] = None
 
     def _miss(self, sig):
         self.misses += 1
@@ -610,7 +711,8 @@ class PlannedVM:
                 plan = self._planner.plan(sig)
         except Exception as exc:
             self.__dict__["failed"] = f"{type(exc).__name__}: {exc}"
-            self.__dict__["_vm"] = self._planner.base_vm
+            self._leave_arena()
+            self.__dict__.update(_vm=self._planner.base_vm, current=None)
             if _flag("lowmem_warn", True):
                 warnings.warn(f"theano_lowmem: call-time planning failed for function "
                               f"{self.name or '<unnamed>'} ({self.failed}); it runs Theano's "
@@ -643,8 +745,23 @@ class PlannedVM:
 
     def clear_plans(self) -> None:
         """Forget every plan (the next call plans again)."""
+        self._leave_arena()
         self.plans.clear()
         self.__dict__.update(_vm=self._planner.base_vm, current=None)
+
+
+def release_shared_cells(cells) -> None:
+    """Switch off the arena of every function whose arena cells are among ``cells``.
+
+    ``Function.copy(share_memory=True)`` links the copy over the original's cells
+    (function_module.py, ``Function.copy``): the copy's plans may run another order
+    over the views the original placed, so neither places intermediates in an arena
+    (the copy never does: its cells are supplied)."""
+    ids = {id(c) for c in cells}
+    for planner in list(_ARENA_PLANNERS):
+        if any(id(c) in ids for c in planner.arena_cells.values()):
+            planner.disable_arena("its cells are shared with a Function.copy(share_memory=True)")
+            _ARENA_PLANNERS.discard(planner)
 
 
 def planned_vm(f) -> PlannedVM | None:

@@ -134,6 +134,13 @@ _SPECS: tuple[Flag, ...] = (
          "Call-time plans kept per function, one per input-shape signature, least recently "
          "used dropped first (>= 1).",
          _parse_int("lowmem_plan_cache", 1, "an integer >= 1")),
+    Flag("lowmem_arena", "gc_off",
+         "One arena per call-time plan: intermediates of every shape and dtype get views "
+         "of one allocation at offsets planned from their lifetimes, handed to the ops "
+         "through their output cells. `gc_off` (functions with allow_gc=False), `always` "
+         "(also allow_gc=True: the arena stays allocated between calls) or `off` (then "
+         "same-Type cells are shared as before).",
+         _parse_choice("lowmem_arena", ("gc_off", "always", "off"))),
     Flag("lowmem_budget", "0",
          "Memory budget per call in bytes (e.g. 512MB, 4GB, 1.5GiB; 0: none). When a call's "
          "planned peak (with allow_gc=False: the planned held bytes) exceeds it, "

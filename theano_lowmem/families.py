@@ -309,3 +309,49 @@ FAMILIES.update({"randwire_ws": randwire,
                  "randwire_er": lambda **kw: randwire(kind="er", **kw),
                  "inception": inception, "resnet": resnet, "transformer": transformer,
                  "wide": wide})
+
+
+def mixed_dag(n=60, length=100_000, seed=0, max_in=3) -> Case:
+    """An irregular DAG of ``n`` elementwise cells over values of three sizes (issue 11).
+
+    Every value is a ``(r, length)`` float64 matrix with ``r`` in 1, 2, 4 rows (L, 2L,
+    4L doubles).  A cell reads one to ``max_in`` earlier values (recent ones more
+    often) and computes ``tanh(sum(terms) * c)`` with ``r`` rows (at most the widest
+    input's): an input with at least ``r`` rows gives its first ``r`` rows (a view),
+    a narrower one its first row broadcast.  The sinks are summed into the one
+    output, so every intermediate is an arena candidate and every op writes into its
+    output cell (C ``Elemwise`` and ``Sum``).  ``make_args(length=...)`` gives
+    another row length: a second shape signature.
+    """
+    rng = np.random.default_rng(seed)
+    x = T.matrix("x")
+    vals = [(x, 4)]
+    readers = [0]
+    for i in range(n):
+        k = int(rng.integers(1, max_in + 1))
+        idx = sorted({int(len(vals) - 1 - min(len(vals) - 1, rng.geometric(0.25) - 1))
+                      for _ in range(k)})
+        ins = [vals[j] for j in idx]
+        widest = max(r for _, r in ins)
+        r = int(rng.choice([q for q in (1, 2, 4) if q <= widest]))
+        terms = []
+        for v, rv in ins:
+            terms.append(v[:r] if rv >= r else T.addbroadcast(v[:1], 0))
+        h = terms[0]
+        for t in terms[1:]:
+            h = h + t
+        vals.append((T.tanh(h * (0.5 + 0.01 * i)), r))
+        for j in idx:
+            readers[j] += 1
+        readers.append(0)
+    sinks = [v for (v, _), nr in zip(vals[1:], readers[1:]) if nr == 0]
+    total = sinks[0].sum()
+    for s in sinks[1:]:
+        total = total + s.sum()
+
+    def make_args(length: int = length):
+        return [np.random.default_rng(seed + 1).standard_normal((4, length))]
+    return Case(f"mixed_dag_{n}_{seed}", [x], [total], make_args)
+
+
+FAMILIES.update({"mixed_dag": mixed_dag})

@@ -225,8 +225,17 @@ def _plans_lines(plans: dict) -> list:
                    f"{fmt_bytes(p['peak']):>10s} {fmt_bytes(p['measured_peak']):>10s} "
                    f"{fmt_bytes(p['baseline_peak']):>10s} {1e3 * p['seconds']['total']:>8.1f} "
                    f"{p['calls']:>6d}  {p['method']}{'  <- these inputs' if p['current'] else ''}")
+        if p.get("arena_bytes") is not None:
+            lb = p["arena_lower_bound"]
+            out.append(f"  {'':<40s} arena {fmt_bytes(p['arena_bytes'])} for "
+                       f"{p['arena_values']} values (lower bound {fmt_bytes(lb)}, "
+                       f"x{p['arena_bytes'] / lb if lb else 1.0:.3f}); "
+                       + (f"{p['allocators']} value(s) allocate their own "
+                          f"({fmt_bytes(p['allocator_bytes'])})" if p["probed"]
+                          else "allocating ops not probed yet"))
     out.append("  (modelled: gc-on peak of the plan's order; measured: tracemalloc, these inputs "
-               "only; Theano: modelled peak of Theano's own order)")
+               "only; Theano: modelled peak of Theano's own order; arena: modelled bytes the "
+               "plan reserves, allow_gc=False)")
     return out
 
 
@@ -424,8 +433,10 @@ def report(f, *example_inputs, time_budget: float = 5.0, stock=None, name: str |
         # exactly the order reported (call_plan=False: no re-planning in the relinked copies)
         variants["ours"] = relink(f, LowMemLinker(use_cloop=True, allow_gc=True,
                                                   call_plan=False), ours_nodes)[0]
-        variants["ours_nogc"] = relink(f, LowMemLinker(use_cloop=True, allow_gc=False,
-                                                       call_plan=False), ours_nodes)[0]
+        # gc off: what the user gets, its own call-time plan (same shapes, same order:
+        # the scheduler is deterministic) and its arena (flag lowmem_arena)
+        variants["ours_nogc"] = relink(f, LowMemLinker(use_cloop=True, allow_gc=False),
+                                       ours_nodes)[0]
         try:
             for key, v in variants.items():
                 measured[key] = _measure_variant(v, example_inputs, shared)

@@ -45,6 +45,7 @@ from .callplan import no_cyclic_gc as _no_cyclic_gc
 from .scans import use_in_scans
 
 SHARE_BY = ("estimate", "type", "shape")
+ARENA_MODES = ("gc_off", "always", "off")
 LINKERS = {  # name -> constructor arguments, registered in theano.compile.mode.predefined_linkers
     "cvm_lowmem": dict(use_cloop=True),
     "cvm_lowmem_nogc": dict(allow_gc=False, use_cloop=True),
@@ -115,6 +116,64 @@ def may_be_fortran(fgraph, order) -> set:
             if f:
                 maybe.add(out)
     return maybe
+
+
+#: View ops whose output is C-contiguous when their input is (basic slicing keeps the
+#: stride order; Reshape's C code reshapes in C order, basic.py Reshape.c_code).
+_LAYOUT_KEEPING_VIEWS = ("Subtensor", "Reshape", "Rebroadcast", "SpecifyShape")
+
+
+def fortran_masks(fgraph, order) -> dict:
+    """For each value, when its array may be Fortran-ordered, as a bit mask.
+
+    Bit 0: always possible (a transposing view, an op not known to allocate C order,
+    an unknown view), as :func:`may_be_fortran`.  Bit ``i + 1``: possible if graph
+    input ``i`` (2+ dims) is Fortran-ordered at the call (``PyArray_ISFORTRAN``, which
+    C ``Elemwise`` tests, elemwise.py:929-938).  The arena reads the inputs' layout at
+    call time and excludes only the values whose bits the call's Fortran inputs set.
+    Unlike :func:`may_be_fortran`, views that keep their input's layout inherit its
+    mask instead of counting as "any layout".  An Elemwise output gets the union of
+    its big inputs' masks (bit 0 only if all of them have it; 0 if one has none): an
+    over-approximation of "all its inputs may be Fortran", so never too few exclusions.
+    """
+    from theano.tensor.elemwise import DimShuffle, Elemwise
+    mask = {}
+    for i, v in enumerate(fgraph.inputs):
+        if getattr(v.type, "ndim", 0) >= 2:
+            mask[v] = 1 << (i + 1)
+    for node in order:
+        op = node.op
+        vmap = getattr(op, "view_map", None) or {}
+        dmap = getattr(op, "destroy_map", None) or {}
+        for i, out in enumerate(node.outputs):
+            if getattr(out.type, "ndim", 0) < 2:
+                continue
+            src = (vmap.get(i) or dmap.get(i) or [None])[0]
+            if isinstance(op, DimShuffle):
+                kept = [d for d in op.new_order if d != "x"]
+                m = 1 if kept != sorted(kept) else mask.get(node.inputs[0], 0)
+            elif isinstance(op, Elemwise) or type(op).__name__ == "Join":
+                # Join: PyArray_Concatenate (basic.py:4382) keeps the inputs' stride order,
+                # so Fortran only when every input is
+                if src is not None:
+                    m = mask.get(node.inputs[src], 0)
+                else:
+                    big = [mask.get(x, 0) for x in node.inputs
+                           if getattr(x.type, "ndim", 0) >= 2 and not all(x.type.broadcastable)]
+                    m = 0
+                    if big and all(big):         # an input never Fortran: C output
+                        for b in big:
+                            m |= b
+                        if not all(b & 1 for b in big):
+                            m &= ~1
+            elif src is not None:
+                m = mask.get(node.inputs[src], 0) if type(op).__name__ in \
+                    _LAYOUT_KEEPING_VIEWS else 1
+            else:
+                m = 0 if type(op).__name__ in _C_ORDER_OPS else 1
+            if m:
+                mask[out] = m
+    return mask
 
 
 def ensure_destroy_handler(fgraph) -> bool:
@@ -205,6 +264,10 @@ class LowMemLinker(VM_Linker):
         ``dot(h, W1)`` and ``dot(h, W2)`` share although nothing proves their
         shapes equal; ``'type'``: any shapes.  Among free cells, one whose last
         occupant has a provably equal shape is taken first.
+    arena : {'gc_off', 'always', 'off'}, optional
+        Place the intermediates of each call-time plan in one arena (default:
+        flag ``lowmem_arena``, else ``'gc_off'``: with ``allow_gc=False``).
+        The arena supersedes shared cells; see design 0006.
 
     Attributes
     ----------
@@ -217,7 +280,7 @@ class LowMemLinker(VM_Linker):
     >>> x = T.vector('x'); h = x
     >>> for _ in range(4): h = T.tanh(h * 2)
     >>> f = theano.function([x], h.sum(), mode=theano.Mode(LowMemLinker(allow_gc=False,
-    ...                     use_cloop=True), 'fast_compile'))
+    ...                     use_cloop=True, arena='off'), 'fast_compile'))
     >>> float(f(np.zeros(3)))
     0.0
     >>> f.maker.linker.buffer_plan.n_cells_after < f.maker.linker.buffer_plan.n_cells_before
@@ -228,7 +291,7 @@ class LowMemLinker(VM_Linker):
                  lazy=None, schedule=None, c_thunks=None, allow_partial_eval=None,
                  share: bool | None = None, check_plan: bool | None = None,
                  keep_for_reuse: bool = False, share_by: str = "estimate",
-                 call_plan: bool | None = None):
+                 call_plan: bool | None = None, arena: str | None = None):
         if share_by not in SHARE_BY:
             raise ValueError(f"share_by must be one of {SHARE_BY}, got {share_by!r}")
         super().__init__(allow_gc=allow_gc, use_cloop=use_cloop, callback=callback,
@@ -239,6 +302,9 @@ class LowMemLinker(VM_Linker):
         self.keep_for_reuse = keep_for_reuse
         self.share_by = share_by
         self.call_plan = call_plan
+        if arena is not None and arena not in ARENA_MODES:
+            raise ValueError(f"arena must be one of {ARENA_MODES} or None, got {arena!r}")
+        self.arena = arena
         self.buffer_plan: BufferPlan | None = None
         self.call_planner = None        # the CallPlanner of the last make_all (call-time plans)
         self._vm_args: dict | None = None
@@ -255,7 +321,7 @@ class LowMemLinker(VM_Linker):
         for k, v in (("share", None), ("check_plan", None), ("keep_for_reuse", False),
                      ("share_by", "estimate"), ("buffer_plan", None), ("_successor", {}),
                      ("call_plan", None), ("call_planner", None), ("_vm_args", None),
-                     ("_capture", False)):
+                     ("_capture", False), ("arena", None)):
             self.__dict__.setdefault(k, v)
 
     def accept(self, fgraph, no_recycling=None, profile=None):
@@ -266,7 +332,8 @@ class LowMemLinker(VM_Linker):
                              lazy=self.lazy, schedule=self.schedule, c_thunks=self.c_thunks,
                              allow_partial_eval=self.allow_partial_eval, share=self.share,
                              check_plan=self.check_plan, keep_for_reuse=self.keep_for_reuse,
-                             share_by=self.share_by, call_plan=self.call_plan)
+                             share_by=self.share_by, call_plan=self.call_plan,
+                             arena=self.arena)
             return new.accept(fgraph, no_recycling, profile)
         return super().accept(fgraph, no_recycling, profile)
 
@@ -291,6 +358,9 @@ class LowMemLinker(VM_Linker):
             bool(_flag("lowmem_check_plan", False))
         self.buffer_plan, self._successor, self._vm_args = None, {}, None
         supplied = dict(storage_map) if storage_map else {}
+        if supplied:        # Function.copy(share_memory=True): the original's cells
+            from .callplan import release_shared_cells
+            release_shared_cells(supplied.values())
         linked = None
         if share or call_plan:
             try:
@@ -343,6 +413,11 @@ class LowMemLinker(VM_Linker):
         self.call_planner = planner
         return (PlannedVM(planner, name=getattr(self.fgraph, "name", "") or ""),) + tuple(out[1:])
 
+    def _arena_on(self) -> bool:
+        """Whether call-time plans place intermediates in an arena (flag ``lowmem_arena``)."""
+        mode = self.arena if self.arena is not None else str(_flag("lowmem_arena", "gc_off"))
+        return mode == "always" or (mode == "gc_off" and not self.allow_gc)
+
     def _vm_kind(self) -> str:
         """The VM ``make_vm`` will build (vm.py, VM_Linker.make_vm): Stack with callbacks,
         memory profiling or partial evaluation without the C loop; else CVM with
@@ -383,6 +458,10 @@ class LowMemLinker(VM_Linker):
         # saves nothing (unless keep_for_reuse); under call-time plans it would only
         # constrain the order.
         share = share and not (call_plan and self.allow_gc and not self.keep_for_reuse)
+        # One arena per call-time plan supersedes same-Type cells (design 0006): every
+        # intermediate, whatever its shape, gets bytes at a planned offset.
+        arena = call_plan and self._arena_on()
+        share = share and not arena
         # link-time sizes are guesses: needed only for the sharing keys and the supplied
         # cells' check; call-time plans size everything from the real shapes
         model = model_of_fgraph(fgraph, order, sizes=share or bool(supplied) or not call_plan)
@@ -404,16 +483,30 @@ class LowMemLinker(VM_Linker):
             for v, rep in (plan.cell_of.items() if plan is not None else ()):
                 groups.setdefault(rep, [rep]).append(v)
             cell_groups = list(groups.values()) + supplied_groups
+            arena_ids, arena_fortran = (), {}
+            if arena:
+                never = self._never_shared(fgraph, model, order, supplied, fortran=False)
+                masks = fortran_masks(fgraph, order)
+                arena_ids = tuple(b for b in model.graph.buffers if b not in never and
+                                  isinstance(model.variables[b].type, TensorType) and
+                                  not masks.get(model.variables[b], 0) & 1)
+                # candidates whose layout depends on a Fortran-ordered input at the call
+                arena_fortran = {b: masks[model.variables[b]] >> 1 for b in arena_ids
+                                 if masks.get(model.variables[b], 0)}
             planner_args = dict(
                 model=model, link_ids=range(len(order)),
                 extra_deps=_cell_constraints(model, cell_groups),
-                cell_groups=cell_groups, shape_feature=_shape_feature(fgraph))
+                cell_groups=cell_groups, shape_feature=_shape_feature(fgraph),
+                arena_ids=arena_ids, arena_fortran=arena_fortran)
         return _Linked(order, moves, fresh, plan, planner_args)
 
-    def _share_cells(self, fgraph, model, order, supplied: dict, check: bool):
-        """Plan shared cells for ``order``: the BufferPlan and ``{var: representative}``."""
+    def _never_shared(self, fgraph, model, order, supplied: dict, fortran: bool = True) -> set:
+        """Buffer roots that keep their own cell and never get arena bytes: what the
+        caller sees or supplies (inputs, outputs and what they view, ``no_recycling``,
+        cells a ``Function.copy(share_memory=True)`` shares), constants, values that
+        may be Fortran-ordered (``fortran=False``: left to the caller), and the inputs
+        and outputs of ops we do not know."""
         g = model.graph
-        lts = lifetimes(g, [model.node_id[a] for a in order])   # checks the order too
         vid = model.value_id
 
         def roots_of(variables) -> set[int]:
@@ -425,14 +518,22 @@ class LowMemLinker(VM_Linker):
         excluded |= roots_of(supplied)
         excluded |= {v for v, var in enumerate(model.variables)
                      if isinstance(var, theano.gof.Constant)}
-        excluded |= {vid[v] for v in may_be_fortran(fgraph, order) if v in vid}
+        if fortran:
+            excluded |= {vid[v] for v in may_be_fortran(fgraph, order) if v in vid}
         unknown = [a for a in order if not is_known_op(a.op)]
         excluded |= roots_of([v for a in unknown for v in a.inputs + a.outputs])
         if unknown and bool(_flag("lowmem_warn", True)):
             names = sorted({type(a.op).__name__ for a in unknown})
             warnings.warn(f"theano_lowmem: the inputs and outputs of op(s) {', '.join(names)} "
                           f"are not shared: only Theano's own ops are trusted to declare every "
-                          f"view (view_map) and inplace write (destroy_map)", stacklevel=4)
+                          f"view (view_map) and inplace write (destroy_map)", stacklevel=5)
+        return excluded
+
+    def _share_cells(self, fgraph, model, order, supplied: dict, check: bool):
+        """Plan shared cells for ``order``: the BufferPlan and ``{var: representative}``."""
+        g = model.graph
+        lts = lifetimes(g, [model.node_id[a] for a in order])   # checks the order too
+        excluded = self._never_shared(fgraph, model, order, supplied)
         shape_key = {lt.buffer: model.share_key[lt.buffer] for lt in lts}
         key = shape_key
         if self.share_by != "shape":   # same Type: ops accept any array of their output Type
