@@ -18,6 +18,11 @@ argument, see ``_Window.search``): a ready node that does not raise the live byt
 and allocates no more than any other ready node (or fits under ``g``) is run
 at once, as the only successor.
 
+An anytime variant (``solve_window(depth_first=True)``, :meth:`_Window.search_dfs`)
+explores the same states depth first, greedy child first, lowering ``ub`` at every
+complete order it reaches, so a search stopped by its work limit still returns
+the best order found.
+
 The number of states is at most the number of down-sets of the window
 (``2**k`` for ``k`` independent nodes), O(k) work each; a deterministic work
 limit (:class:`~.sched_model.Budget`, 2 + 2 per child for each state expanded) bounds it.

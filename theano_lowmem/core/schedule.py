@@ -9,7 +9,9 @@ LPMF / BFS / DFS, Kahn); then exact search (:mod:`.sched_exact`) on the whole
 graph when it is small, otherwise on the segment between two cut nodes that
 holds the peak step, otherwise on windows of the best order around the peak
 step, growing until a whole sweep of sizes finds nothing better (a local
-optimum).  Candidates are scored with :func:`.sched_model.fast_trace`, which the
+optimum); there, one anytime depth-first branch and bound of the peak step's
+segment (:meth:`.sched_exact._Window.search_dfs`) spends most of the budget left
+looking for a lower peak, and the windows polish what it finds.  Candidates are scored with :func:`.sched_model.fast_trace`, which the
 tests check against :func:`~.memory.simulate`, so bytes live across a window or
 a cut are always accounted for.
 
@@ -70,7 +72,8 @@ class Schedule:
 
     ``order``: node ids, a valid order of the graph; ``peak`` ==
     ``memory.peak(graph, order)``; ``method``: the candidate it came from
-    (``'baseline'``, ``'tree'``, ``'tree+deps'``, a heuristic name, ``'exact'``, ``'segment'``, ``'window'``);
+    (``'baseline'``, ``'tree'``, ``'tree+deps'``, a heuristic name, ``'exact'``, ``'segment'``, ``'window'``,
+    ``'dfs'``);
     ``optimal``: proven optimal; ``lower_bound``: proven lower bound on the optimum;
     ``baseline_peak``: peak of the given baseline; ``elapsed``: seconds spent;
     ``work``: work units spent (deterministic); ``capped``: the wall-clock safety cap
@@ -209,7 +212,10 @@ def _improve(graph: Graph, tables: MemTables, best: list[int], best_peak: int, m
     lowers the peak or the number of steps at the peak and restarts the sweep at the
     smallest width; when no window around the peak step helps, the width doubles up
     to the segment's size, and a sweep that ends without success is a local optimum:
-    the search stops there, whatever budget is left.  Each window may spend at most
+    then one depth-first search of the peak step's segment (at most ``DFS_SHARE / 4`` of the
+    budget left, and ``DFS_WORK_PER_EDGE`` units per node and edge) looks for a lower peak:
+    if it finds one, the sweep restarts from it (the depth-first search is not run again),
+    else the search stops, whatever budget is left.  Each window may spend at most
     ``1 / WINDOW_SHARE`` of the budget (a whole segment ``1 / SEGMENT_SHARE``); once a
     window of some width exhausts its share without success, wider ones are not tried.
     """
