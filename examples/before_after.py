@@ -23,7 +23,7 @@ CONFIGS = [
     ("stock, allow_gc=True", theano.Mode(linker="cvm", optimizer="fast_run")),
     ("stock, allow_gc=False", theano.Mode(linker="cvm_nogc", optimizer="fast_run")),
     ("lowmem order, allow_gc=True", theano.Mode(linker="cvm", optimizer="fast_run+lowmem")),
-    ("lowmem order + shared cells, allow_gc=False",
+    ("lowmem order + arena, allow_gc=False",
      theano.Mode(linker="cvm_lowmem_nogc", optimizer="fast_run+lowmem")),
 ]
 

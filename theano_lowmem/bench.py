@@ -317,7 +317,7 @@ def _ms(x: float) -> str:
 def main_table(rows: Sequence[Row]) -> str:
     head = ("| family | nodes | compile s stock / ours (ratio) | sched ms | modelled peak stock / ours (ratio) "
             "| modelled optimum | measured peak gc-on stock / ours (ratio) "
-            "| held gc-off stock / shared (ratio) | call ms stock gc-on / stock gc-off / ours (ours÷stock) "
+            "| held gc-off stock / arena (ratio) | call ms stock gc-on / stock gc-off / ours (ours÷stock) "
             "| identical |")
     out = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
@@ -411,7 +411,7 @@ LEGEND = """\
   best order found with a proven lower bound).
 * **measured** = `tracemalloc` around a real warm call (numpy buffers incl. C ops, plus a few KB of Python
   objects). *peak gc-on*: stock `cvm` vs ours relinked with `cvm_lowmem` (gc on). *held gc-off*: bytes left in
-  intermediate storage cells after a call with `allow_gc=False`: stock `cvm_nogc` vs our shared cells
+  intermediate storage cells after a call with `allow_gc=False`: stock `cvm_nogc` vs our arena
   (`cvm_lowmem_nogc`), i.e. what gc-off functions keep between calls.
 * **call ms**: best of N warm calls; stock gc-on (`cvm`), stock gc-off (`cvm_nogc`), ours (`cvm_lowmem_nogc`).
 * **identical**: every output and every updated shared value of ours equals stock's bit for bit (checked

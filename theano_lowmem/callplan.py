@@ -52,7 +52,7 @@ _UNKNOWN = object()
 _ARENA_PLANNERS: "weakref.WeakSet" = weakref.WeakSet()
 #: Scheduler budget at call time: this many seconds per 1,000 Apply nodes (plus a floor),
 #: never more than flag ``lowmem_time_budget``.
-CALL_BUDGET_PER_1000 = 0.04
+CALL_BUDGET_PER_1000 = 0.06
 CALL_BUDGET_FLOOR = 0.01
 
 
@@ -62,10 +62,11 @@ def _flag(name: str, default: Any) -> Any:
 
 def call_budget(n_nodes: int) -> float:
     """Scheduler budget (seconds of deterministic work) for a call-time plan of
-    ``n_nodes`` nodes: proportional to the graph (0.1 s per 1,000 nodes, the most issue 10
-    allows), capped by ``lowmem_time_budget``."""
+    ``n_nodes`` nodes: ``CALL_BUDGET_FLOOR`` plus ``CALL_BUDGET_PER_1000`` per 1,000 nodes
+    (the rest of issue 10's 100 ms per 1,000 nodes goes to the shape tape, the model and
+    the arena), capped by ``lowmem_time_budget``."""
     return min(float(_flag("lowmem_time_budget", 0.25)),
-               CALL_BUDGET_FLOOR + 0.1 * n_nodes / 1000)
+               CALL_BUDGET_FLOOR + CALL_BUDGET_PER_1000 * n_nodes / 1000)
 
 
 @contextlib.contextmanager
@@ -353,7 +354,8 @@ class CallPlanner:
     """
 
     def __init__(self, linker, fgraph, model, link_ids, extra_deps, cell_groups, vm_args,
-                 base_vm, shape_feature, make_vm=None, arena_ids=(), arena_fortran=None) -> None:
+                 base_vm, shape_feature, make_vm=None, arena_ids=(), arena_fortran=None,
+                 input_views=()) -> None:
         from .model import _workspace_rules
         self.linker = linker
         self.fgraph = fgraph
@@ -386,6 +388,9 @@ class CallPlanner:
         self.all_arena_cells = [c for cs in self.arena_group_cells.values() for c in cs]
         self.arena_dtypes = {b: np.dtype(model.variables[b].type.dtype) for b in self.arena_ids}
         self.arena_off = None           # why the arena was switched off, if it was
+        # views of inputs / shared variables (emptied after gc-off arena calls)
+        self.input_view_cells = [smap[model.variables[v]] for v in input_views
+                                 if model.variables[v] in smap]
         # candidates that may be Fortran-ordered when some inputs are: value -> input bits
         self.arena_fortran = dict(arena_fortran or {})
         bits = 0
@@ -415,9 +420,8 @@ class CallPlanner:
 
             def read_with_layout(read=read, fcells=fcells):
                 bits = 0
-                for b, c in fcells:
-                    a = c[0]
-                    if a.ndim > 1 and a.flags.f_contiguous:
+                for b, c in fcells:          # inputs of 2+ dimensions only (fortran_masks)
+                    if c[0].flags.f_contiguous:
                         bits |= b
                 return read(), bits
             self.signature = read_with_layout
@@ -663,6 +667,8 @@ class PlannedVM:
                         if not arena.probed:
                             self._probe(plan)
                         for c in arena.allocator_cells:
+                            c[0] = None
+                        for c in self._planner.input_view_cells:
                             c[0] = None
                     return out
         return d["_vm"](*args, **kwargs)

@@ -354,6 +354,10 @@ def report(f, *example_inputs, time_budget: float = 5.0, stock=None, name: str |
     name = name or getattr(f, "name", None) or "function"
     fg = f.maker.fgraph
     notes: list[str] = []
+    declined = getattr(f.maker.linker, "declined", None)
+    if declined:
+        notes.append(f"theano_lowmem runs this function as Theano does: {declined} "
+                     f"(no call-time plan, arena or shared cells)")
     shared = _SharedValues(f)
     # Theano's order: what the C VM runs on the same graph without our chain
     base_fn, base_eq = relink(f, VM_Linker(use_cloop=True, allow_gc=True))

@@ -75,7 +75,11 @@ def is_known_op(op) -> bool:
 #: PyArray_ZEROS(..., 0); CAReduce allocates C order).
 _C_ORDER_OPS = ("Dot22", "Dot22Scalar", "Softmax", "SoftmaxWithBias", "SoftmaxGrad",
                 "CorrMM", "CorrMM_gradWeights", "CorrMM_gradInputs", "CAReduce", "Sum",
-                "Prod", "CAReduceDtype", "MaxAndArgmax", "Alloc", "AllocEmpty")
+                "Prod", "CAReduceDtype", "MaxAndArgmax", "Alloc", "AllocEmpty",
+                # PyArray_ZEROS(..., 0) (pool.py:756, 1295, 1623, 1937, 2329) and
+                # PyArray_SimpleNew (nnet.py:677, 1311): C order
+                "Pool", "MaxPoolGrad", "AveragePoolGrad", "DownsampleFactorMaxGradGrad",
+                "CrossentropySoftmaxArgmax1HotWithBias", "CrossentropySoftmax1HotWithBiasDx")
 
 
 def may_be_fortran(fgraph, order) -> set:
@@ -152,9 +156,12 @@ def fortran_masks(fgraph, order) -> dict:
             if isinstance(op, DimShuffle):
                 kept = [d for d in op.new_order if d != "x"]
                 m = 1 if kept != sorted(kept) else mask.get(node.inputs[0], 0)
-            elif isinstance(op, Elemwise) or type(op).__name__ == "Join":
+            elif i in dmap:            # inplace: the very array of its input
+                m = mask.get(node.inputs[dmap[i][0]], 0)
+            elif isinstance(op, Elemwise) or type(op).__name__ in ("Join", "Split"):
                 # Join: PyArray_Concatenate (basic.py:4382) keeps the inputs' stride order,
-                # so Fortran only when every input is
+                # so Fortran only when every input is; Split: Fortran when its input is
+                # (PyArray_IS_F_CONTIGUOUS, basic.py Split.c_code)
                 if src is not None:
                     m = mask.get(node.inputs[src], 0)
                 else:
@@ -307,6 +314,7 @@ class LowMemLinker(VM_Linker):
         self.arena = arena
         self.buffer_plan: BufferPlan | None = None
         self.call_planner = None        # the CallPlanner of the last make_all (call-time plans)
+        self.declined = None
         self._vm_args: dict | None = None
         self._capture = False
         self._successor: dict = {}      # only during make_all: value -> next occupant of its cell
@@ -321,7 +329,7 @@ class LowMemLinker(VM_Linker):
         for k, v in (("share", None), ("check_plan", None), ("keep_for_reuse", False),
                      ("share_by", "estimate"), ("buffer_plan", None), ("_successor", {}),
                      ("call_plan", None), ("call_planner", None), ("_vm_args", None),
-                     ("_capture", False), ("arena", None)):
+                     ("_capture", False), ("arena", None), ("declined", None)):
             self.__dict__.setdefault(k, v)
 
     def accept(self, fgraph, no_recycling=None, profile=None):
@@ -357,6 +365,7 @@ class LowMemLinker(VM_Linker):
         check = self.check_plan if self.check_plan is not None else \
             bool(_flag("lowmem_check_plan", False))
         self.buffer_plan, self._successor, self._vm_args = None, {}, None
+        self.declined = None            # why this function links as Theano does, if it does
         supplied = dict(storage_map) if storage_map else {}
         if supplied:        # Function.copy(share_memory=True): the original's cells
             from .callplan import release_shared_cells
@@ -367,8 +376,12 @@ class LowMemLinker(VM_Linker):
                 with _no_cyclic_gc():
                     linked = self._plan(fgraph, supplied, check, share, call_plan)
                 self.buffer_plan = linked.plan
-            except _NoSharing:
-                pass
+            except _NoSharing as why:
+                self.declined = str(why) or None
+                if self.declined and warn:     # not silent: once per function
+                    warnings.warn(f"theano_lowmem: no call-time plan, arena or shared cells for "
+                                  f"this function: {why}; it runs Theano's order and cells",
+                                  stacklevel=2)
             except Exception as exc:
                 if check and isinstance(exc, PlanError):
                     raise
@@ -436,8 +449,12 @@ class LowMemLinker(VM_Linker):
         from .executed import cvm_order, is_lazy_node, stack_order
         from .model import model_of_fgraph
         nodes = fgraph.apply_nodes
-        if len(nodes) < 2 or any(is_lazy_node(n) for n in nodes):
-            raise _NoSharing()   # lazy: the executed order depends on data
+        lazy = sorted({type(n.op).__name__ for n in nodes if is_lazy_node(n)})
+        if lazy:                 # the executed order depends on data
+            raise _NoSharing(f"it has lazy op(s) {', '.join(lazy)}, whose executed order "
+                             f"depends on the data")
+        if len(nodes) < 2:
+            raise _NoSharing()
         kind = self._vm_kind()
         call_plan = call_plan and kind != "Stack"
         if call_plan:
@@ -483,7 +500,7 @@ class LowMemLinker(VM_Linker):
             for v, rep in (plan.cell_of.items() if plan is not None else ()):
                 groups.setdefault(rep, [rep]).append(v)
             cell_groups = list(groups.values()) + supplied_groups
-            arena_ids, arena_fortran = (), {}
+            arena_ids, arena_fortran, input_views = (), {}, ()
             if arena:
                 never = self._never_shared(fgraph, model, order, supplied, fortran=False)
                 masks = fortran_masks(fgraph, order)
@@ -493,11 +510,21 @@ class LowMemLinker(VM_Linker):
                 # candidates whose layout depends on a Fortran-ordered input at the call
                 arena_fortran = {b: masks[model.variables[b]] >> 1 for b in arena_ids
                                  if masks.get(model.variables[b], 0)}
+                # views of inputs and shared variables that are not outputs: emptied after
+                # each call, so they do not keep last call's parameter arrays alive once
+                # updates replaced them (a view op makes a new view every call; C thunks
+                # even empty no_recycling cells before they run, cc.py:556-557)
+                g = model.graph
+                visible = set(fgraph.outputs) | set(supplied)
+                input_views = tuple(
+                    v for v in range(g.n_values)
+                    if g.alias_of[v] >= 0 and g.producer[v] >= 0 and
+                    g.producer[g.root(v)] < 0 and model.variables[v] not in visible)
             planner_args = dict(
                 model=model, link_ids=range(len(order)),
                 extra_deps=_cell_constraints(model, cell_groups),
                 cell_groups=cell_groups, shape_feature=_shape_feature(fgraph),
-                arena_ids=arena_ids, arena_fortran=arena_fortran)
+                arena_ids=arena_ids, arena_fortran=arena_fortran, input_views=input_views)
         return _Linked(order, moves, fresh, plan, planner_args)
 
     def _never_shared(self, fgraph, model, order, supplied: dict, fortran: bool = True) -> set:
