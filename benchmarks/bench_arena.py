@@ -1,6 +1,7 @@
 """One arena per call-time plan (issue 11): held bytes, allocation per call, call time.
 
     python benchmarks/bench_arena.py [--size small] [--repeat 21] [--families a,b] [--out FILE]
+    python benchmarks/bench_arena.py --overhead lstm_seq_train [--repeat 41]
 
 Every family is compiled four times in one process: stock Theano with ``allow_gc``
 on (``cvm``) and off (``cvm_nogc``), and theano_lowmem's linker with it on
@@ -139,13 +140,54 @@ def table(rows) -> str:
     return "\n".join(lines)
 
 
+def overhead(name: str, size: str, repeat: int) -> str:
+    """Median warm gc-off call (and bytes held after it) of one family: stock, ours without
+    call-time plans, ours with plans and same-Type cells (arena off), ours with the arena."""
+    case, args, _ = build(name, size)
+    variants = [("stock cvm_nogc", "cvm_nogc", "fast_run", {}),
+                ("ours, no call-time plan", "cvm_lowmem_nogc", "fast_run+lowmem",
+                 dict(lowmem_call_plan=False)),
+                ("ours, plans + shared cells", "cvm_lowmem_nogc", "fast_run+lowmem",
+                 dict(lowmem_arena="off")),
+                ("ours, plans + arena", "cvm_lowmem_nogc", "fast_run+lowmem", {})]
+    fs = {}
+    for label, linker, opt, flags in variants:
+        old = {k: getattr(theano.config, k) for k in flags}
+        try:
+            for k, v in flags.items():
+                setattr(theano.config, k, v)
+            fs[label] = case.compile(theano.Mode(linker=linker, optimizer=opt))
+        finally:
+            for k, v in old.items():
+                setattr(theano.config, k, v)
+    times = {k: [] for k in fs}
+    for f in fs.values():
+        f(*args)
+        f(*args)
+    for _ in range(repeat):
+        for k, f in fs.items():
+            t0 = time.perf_counter()
+            f(*args)
+            times[k].append(time.perf_counter() - t0)
+    held = {k: _warm_measure(f, case, args).held for k, f in fs.items()}
+    case.reset()
+    return "\n".join(f"{k:<28s} {1e3 * statistics.median(v):8.3f} ms  held {fmt_bytes(held[k])}"
+                     for k, v in times.items())
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--size", default="small", choices=sorted(nets.SIZES))
     ap.add_argument("--repeat", type=int, default=21)
     ap.add_argument("--families", default=",".join(list(DAGS) + list(NETS)))
     ap.add_argument("--out", default=None, help="also write the table to this file")
+    ap.add_argument("--overhead", default=None, metavar="FAMILY",
+                    help="only FAMILY's gc-off calls (median ms, held bytes) with and without "
+                         "call-time plans and the arena")
     a = ap.parse_args(argv)
+    if a.overhead:
+        print(overhead(a.overhead, a.size, a.repeat))
+        return
     rows = [run(n, a.size, a.repeat) for n in a.families.split(",") if n]
     text = table(rows)
     print(text)

@@ -30,6 +30,8 @@ from theano_lowmem import families
 from theano_lowmem.callplan import planned_vm
 
 LOWMEM = theano.Mode(linker="cvm_lowmem", optimizer="fast_run+lowmem")
+#: the linker of the planning-cost table (``--linker``; ``cvm_lowmem_nogc`` plans an arena too)
+PLAN_LINKER = ["cvm_lowmem"]
 STOCK = theano.Mode(linker="cvm", optimizer="fast_run")
 
 
@@ -95,7 +97,7 @@ def planning_cost(names) -> None:
     for name, build in _families(names).items():
         case = build()
         t0 = time.perf_counter()
-        f = case.compile(mode=LOWMEM)
+        f = case.compile(mode=theano.Mode(linker=PLAN_LINKER[0], optimizer="fast_run+lowmem"))
         tc = time.perf_counter() - t0
         args = case.make_args()
         pv = planned_vm(f)
@@ -123,7 +125,8 @@ def planning_cost(names) -> None:
               f"{s['total'] / tc * 100:>5.1f}% {s['total'] / n * 1e6:>11.1f} "
               f"{hit * 1e3:>9.2f}ms {miss * 1e3:>10.2f}ms  {'exact' if p.exact else 'GUESS'}   "
               f"shapes {s['shapes'] * 1e3:.1f} model {s['model'] * 1e3:.1f} "
-              f"schedule {s['schedule'] * 1e3:.1f} vm {s['vm'] * 1e3:.1f}")
+              f"schedule {s['schedule'] * 1e3:.1f} arena {s.get('arena', 0.0) * 1e3:.1f} "
+              f"vm {s['vm'] * 1e3:.1f}")
         sys.stdout.flush()
 
 
@@ -131,7 +134,10 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=2000)
     ap.add_argument("--families", default="")
+    ap.add_argument("--linker", default="cvm_lowmem", choices=["cvm_lowmem", "cvm_lowmem_nogc"],
+                    help="linker of the planning-cost table (the _nogc one also places an arena)")
     a = ap.parse_args(argv)
+    PLAN_LINKER[0] = a.linker
     per_call_overhead(a.repeat)
     planning_cost([n for n in a.families.split(",") if n])
 

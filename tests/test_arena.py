@@ -68,6 +68,23 @@ def test_placement_never_overlaps_live_buffers_and_is_near_the_lower_bound(seed)
     check_arena(lts, p)     # the shipped checker agrees with the oracle on good plans
 
 
+def test_placement_of_many_long_lived_buffers_stays_fast_and_correct():
+    """Hundreds of buffers live to the end (a wide graph): the greedy best fits would cost
+    ~n^2 (the sum of time overlaps is over GREEDY_MAX_WORK), so the heap simulator's
+    placement is kept; it must still pass the oracle and stay near the bound."""
+    from theano_lowmem.core import arena as core_arena
+    rng = random.Random(5)
+    n = 1200
+    lts = [Lifetime(b, s, n if rng.random() < 0.6 else min(n, s + rng.randint(0, 6)),
+                    rng.choice((64, 640, 6400)))
+           for b, s in enumerate(rng.randrange(n) for _ in range(n))]
+    assert core_arena._overlap_work(lts) > core_arena.GREEDY_MAX_WORK
+    p = place(lts)
+    assert p.method == "heap simulator"
+    assert _byte_map_ok(lts, p)
+    assert p.size <= 1.10 * p.lower_bound
+
+
 def test_placement_reaches_the_bound_where_a_perfect_packing_exists():
     # three generations of two buffers each, every buffer dies before the next generation
     lts = [Lifetime(0, 0, 1, 640), Lifetime(1, 0, 1, 640), Lifetime(2, 2, 3, 1280),

@@ -6,9 +6,12 @@ an offset per buffer such that two buffers overlap in bytes only if their
 lifetimes are disjoint (``a.end < b.start`` or ``b.end < a.start``: a node never
 writes an output over one of its own inputs).
 
-Two greedy placements are run and the smaller arena is kept, as XLA's heap
-simulator does [1]_ (``GlobalDecreasingSizeBestFitHeap``, sorted by size and by
-live range):
+The heap simulator's placement (in execution order, best-fit free chunks) is
+made first; unless it is within 1% of the lower bound, two greedy placements are run
+and the smallest arena is kept, as XLA's heap simulator does [1]_
+(``GlobalDecreasingSizeBestFitHeap``, sorted by size and by live range); the
+greedy ones are skipped when their cost (buffers overlapping each buffer in time,
+summed) exceeds ``GREEDY_MAX_WORK``:
 
 * **by size** (TFLite's ``GreedyBySizeOffsetCalculation`` [2]_): largest buffer
   first; each goes into the smallest gap, among the buffers already placed that
@@ -34,6 +37,11 @@ from .memory import Lifetime
 #: Byte alignment of every offset (numpy's default is 16; BLAS kernels like 64).
 ALIGN = 64
 _BLOCK = 32     # steps per block of the time index of _best_fit
+#: The greedy best fits run when the sum over buffers of the buffers overlapping them in
+#: time is at most this (their cost); beyond, the heap simulator's placement is kept.
+GREEDY_MAX_WORK = 400_000
+#: ... and only when the heap simulator's arena is more than this factor above the bound.
+GREEDY_IF_ABOVE = 1.01
 
 
 class ArenaError(ValueError):
@@ -54,7 +62,8 @@ class ArenaPlan:
         Largest number of bytes live at one step (sizes as given, not rounded):
         no placement can be smaller.
     method : str
-        The strategy that gave the smaller arena (``"size"`` or ``"live range"``).
+        The strategy that gave the smallest arena (``"heap simulator"``, ``"size"`` or
+        ``"live range"``).
     align : int
     """
 
@@ -122,8 +131,61 @@ def _best_fit(items: list[Lifetime], align: int) -> tuple[dict[int, int], int]:
     return offset, top
 
 
+def _heap_sim(items: list[Lifetime], align: int) -> tuple[dict[int, int], int]:
+    """XLA's heap simulator: walk the steps, free what died, allocate what starts into the
+    smallest free chunk that fits (else at the top).  O(n x free chunks)."""
+    starts: dict[int, list[Lifetime]] = {}
+    for lt in items:
+        starts.setdefault(lt.start, []).append(lt)
+    ends: dict[int, list[tuple[int, int]]] = {}
+    free: list[list[int]] = []          # [offset, size], sorted by offset, coalesced
+    offset: dict[int, int] = {}
+    top = 0
+    for t in sorted(set(starts) | {lt.end + 1 for lt in items}):
+        for off, size in ends.pop(t, ()):          # died at t - 1: free before t allocates
+            free.append([off, size])
+            free.sort()
+            merged: list[list[int]] = []
+            for ch in free:
+                if merged and merged[-1][0] + merged[-1][1] == ch[0]:
+                    merged[-1][1] += ch[1]
+                else:
+                    merged.append(ch)
+            free = merged
+        for lt in sorted(starts.get(t, ()), key=lambda x: (-x.size, x.buffer)):
+            need = _round(lt.size, align)
+            best = None
+            for i, (o, sz) in enumerate(free):
+                if sz >= need and (best is None or sz < free[best][1]):
+                    best = i
+            if best is not None:
+                off = free[best][0]
+                free[best][0] += need
+                free[best][1] -= need
+                if not free[best][1]:
+                    del free[best]
+            elif free and free[-1][0] + free[-1][1] == top:    # grow the top chunk
+                off = free.pop()[0]
+                top = off + need
+            else:
+                off = top
+                top += need
+            offset[lt.buffer] = off
+            ends.setdefault(lt.end + 1, []).append((off, need))
+    return offset, top
+
+
+def _overlap_work(items: Sequence[Lifetime]) -> int:
+    """Sum over buffers of how many buffers overlap it in time (the best-fit cost)."""
+    import bisect
+    starts = sorted(lt.start for lt in items)
+    ends = sorted(lt.end for lt in items)
+    return sum(bisect.bisect_right(starts, lt.end) - bisect.bisect_left(ends, lt.start)
+               for lt in items)
+
+
 def place(lifetimes: Sequence[Lifetime], *, align: int = ALIGN) -> ArenaPlan:
-    """Offsets for ``lifetimes`` in one arena (the smaller of two greedy placements).
+    """Offsets for ``lifetimes`` in one arena (the smallest of up to three placements).
 
     Buffers of size 0 get offset 0 and reserve nothing.
 
@@ -146,13 +208,16 @@ def place(lifetimes: Sequence[Lifetime], *, align: int = ALIGN) -> ArenaPlan:
         raise ValueError(f"align must be positive, got {align}")
     items = [lt for lt in lifetimes if lt.size > 0]
     lower = max_live_bytes(items)
-    best = None
-    for method, key in (("size", lambda lt: (-lt.size, lt.start, lt.buffer)),
-                        ("live range", lambda lt: (lt.start - lt.end, -lt.size, lt.start,
-                                                   lt.buffer))):
-        offset, top = _best_fit(sorted(items, key=key), align)
-        if best is None or top < best[1]:
-            best = (offset, top, method)
+    offset, top = _heap_sim(items, align)
+    best = (offset, top, "heap simulator")
+    if best[1] > GREEDY_IF_ABOVE * _round(lower, align) and \
+            _overlap_work(items) <= GREEDY_MAX_WORK:
+        for method, key in (("size", lambda lt: (-lt.size, lt.start, lt.buffer)),
+                            ("live range", lambda lt: (lt.start - lt.end, -lt.size, lt.start,
+                                                       lt.buffer))):
+            offset, top = _best_fit(sorted(items, key=key), align)
+            if top < best[1]:
+                best = (offset, top, method)
     offset, top, method = best if best is not None else ({}, 0, "size")
     offset.update((lt.buffer, 0) for lt in lifetimes if lt.size <= 0)
     return ArenaPlan(offset, top, lower, method, align)
