@@ -22,7 +22,7 @@ from theano_lowmem.measure import measure_call
 CONFIGS = [
     ("stock, allow_gc=True", theano.Mode(linker="cvm", optimizer="fast_run")),
     ("stock, allow_gc=False", theano.Mode(linker="cvm_nogc", optimizer="fast_run")),
-    ("lowmem order, allow_gc=True", theano.Mode(linker="cvm", optimizer="fast_run+lowmem")),
+    ("lowmem order, allow_gc=True", theano.Mode(linker="cvm_lowmem", optimizer="fast_run+lowmem")),
     ("lowmem order + arena, allow_gc=False",
      theano.Mode(linker="cvm_lowmem_nogc", optimizer="fast_run+lowmem")),
 ]
