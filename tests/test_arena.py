@@ -22,6 +22,8 @@ from theano_lowmem.core.memory import Lifetime
 from theano_lowmem.executed import traced_function
 from theano_lowmem.measure import _owner, measure_call
 
+from .test_callplan import same as _same
+
 STOCK_NOGC = dict(linker="cvm_nogc", optimizer="fast_run")
 STOCK_GC = dict(linker="cvm", optimizer="fast_run")
 
@@ -102,15 +104,6 @@ def test_checker_rejects_overlapping_live_buffers():
 
 
 # ------------------------------------------------------------------ Theano
-def _same(a, b):
-    a = a if isinstance(a, (list, tuple)) else [a]
-    b = b if isinstance(b, (list, tuple)) else [b]
-    assert len(a) == len(b)
-    for x, y in zip(a, b):
-        x, y = np.asarray(x), np.asarray(y)
-        assert x.dtype == y.dtype and x.shape == y.shape and np.array_equal(x, y), (x, y)
-
-
 def _alias_root(var):
     while var.owner is not None:
         i = var.owner.outputs.index(var)
@@ -278,9 +271,11 @@ def test_copy_sharing_memory_switches_the_arena_off_and_stays_right(dag):
     a1, a2 = dag.make_args(length=1500), dag.make_args(length=900)
     f(*a1)
     assert planned_vm(f).current.arena is not None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         g = f.copy(share_memory=True)
+    said = [str(w.message) for w in caught if "no longer places" in str(w.message)]
+    assert len(said) == 1 and "share_memory" in said[0], said     # not silent
     for args in (a1, a2, a1):
         _same(f(*args), ref(*args))
         _same(g(*args), ref(*args))

@@ -504,7 +504,12 @@ class CallPlanner:
                          self.arena_dtypes, check=bool(_flag("lowmem_check_plan", False)))
 
     def disable_arena(self, why: str) -> None:
-        """Stop placing values in an arena (cells emptied; plans made again)."""
+        """Stop placing values in an arena (cells emptied; plans made again), with one
+        warning; the report shows ``why``."""
+        if self.arena_ids and _flag("lowmem_warn", True):
+            warnings.warn(f"theano_lowmem: function {getattr(self.fgraph, 'name', '') or '<unnamed>'}"
+                          f" no longer places its intermediates in an arena: {why}",
+                          stacklevel=4)
         for c in self.all_arena_cells:
             c[0] = None
         self.arena_ids, self.arena_cells, self.arena_off = (), {}, why

@@ -206,7 +206,8 @@ def _plans_section(pv, measured_peak) -> dict:
         d["measured_peak"] = measured_peak if p is pv.current else None
         plans.append(d)
     return dict(cache=dict(size=len(pv.plans), capacity=pv._max, hits=pv.hits,
-                           misses=pv.misses, evicted=pv.evicted, failed=pv.failed),
+                           misses=pv.misses, evicted=pv.evicted, failed=pv.failed,
+                           arena_off=pv._planner.arena_off),
                 plans=plans)
 
 
@@ -216,7 +217,8 @@ def _plans_lines(plans: dict) -> list:
     c = plans["cache"]
     out = ["", f"Call-time plans (one per input-shape signature; cache {c['size']}/{c['capacity']},"
                f" {c['hits']} hits, {c['misses']} misses, {c['evicted']} evicted"
-               + (f"; planning FAILED: {c['failed']}" if c["failed"] else "") + "):",
+               + (f"; planning FAILED: {c['failed']}" if c["failed"] else "")
+               + (f"; arena off: {c['arena_off']}" if c.get("arena_off") else "") + "):",
            f"  {'signature':<40s} {'sizes':>7s} {'modelled':>10s} {'measured':>10s} "
            f"{'Theano':>10s} {'plan ms':>8s} {'calls':>6s}  method"]
     for p in plans["plans"]:

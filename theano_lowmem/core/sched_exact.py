@@ -210,6 +210,31 @@ class _Window:
                 return keep + self.spike[i] + self.inb[i]
         return 0
 
+    def _children(self, s: int, live: int, ready: int, g: int) -> tuple[list, int]:
+        """The states one step after down-set ``s`` (``live`` bytes, ``ready`` mask), as
+        ``(node, state, bytes while it runs, bytes after)``, and how many there were.  A
+        child that frees at least what it allocates and has the smallest spike (or stays
+        under ``g``) dominates its siblings: it is the only one returned."""
+        spike, alloc, frees = self.spike, self.alloc, self.frees
+        kids, min_spike, r = [], None, ready
+        while r:
+            low = r & -r
+            r ^= low
+            i = low.bit_length() - 1
+            s2 = s | low
+            after = live + alloc[i]
+            for m, sz in frees[i]:
+                if not m & ~s2:
+                    after -= sz
+            kids.append((i, s2, live + spike[i], after))
+            if min_spike is None or spike[i] < min_spike:
+                min_spike = spike[i]
+        n = len(kids)
+        for kid in kids:
+            if kid[3] <= live and (spike[kid[0]] == min_spike or kid[2] <= g):
+                return [kid], n
+        return kids, n
+
     def search_dfs(self, ub: int, limit: int, budget: Budget | None, deadline: float | None
                    ) -> tuple[list[int] | None, int | None, bool, int, int]:
         """Depth-first branch and bound for a window order with peak < ``ub``, anytime:
@@ -262,24 +287,8 @@ class _Window:
                     stopped = True
                     break
             live, keep, ready = info[s]
-            kids, min_spike, r = [], None, ready
-            while r:
-                low = r & -r
-                r ^= low
-                i = low.bit_length() - 1
-                s2 = s | low
-                after = live + alloc[i]
-                for m, sz in frees[i]:
-                    if not m & ~s2:
-                        after -= sz
-                kids.append((i, s2, live + spike[i], after))
-                if min_spike is None or spike[i] < min_spike:
-                    min_spike = spike[i]
-            work += 2 + 2 * len(kids)
-            for kid in kids:
-                if kid[3] <= live and (spike[kid[0]] == min_spike or kid[2] <= g):
-                    kids = [kid]
-                    break
+            kids, n = self._children(s, live, ready, g)
+            work += 2 + 2 * n
             pushed = []
             for i, s2, out, after in kids:
                 g2 = g if out <= g else out
@@ -363,24 +372,8 @@ class _Window:
                 if budget.capped:
                     return None, None, False, min(f, ub), work
             live, keep, ready = info[s]
-            kids, min_spike, r = [], None, ready
-            while r:
-                low = r & -r
-                r ^= low
-                i = low.bit_length() - 1
-                s2 = s | low
-                after = live + alloc[i]
-                for m, sz in frees[i]:
-                    if not m & ~s2:
-                        after -= sz
-                kids.append((i, s2, live + spike[i], after))
-                if min_spike is None or spike[i] < min_spike:
-                    min_spike = spike[i]
-            work += 2 + 2 * len(kids)
-            for kid in kids:
-                if kid[3] <= live and (spike[kid[0]] == min_spike or kid[2] <= g):
-                    kids = [kid]
-                    break
+            kids, n = self._children(s, live, ready, g)
+            work += 2 + 2 * n
             for i, s2, out, after in kids:
                 g2 = g if out <= g else out
                 if g2 >= ub or g2 >= best.get(s2, ub):
