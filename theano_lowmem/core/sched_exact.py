@@ -50,6 +50,11 @@ from .graph import Graph
 from .sched_model import CLOCK_EVERY, Budget, MemTables
 
 
+#: The strong bound's inner steps (a node tried, a term read: a few tens of ns each) per
+#: work unit (about a microsecond, see :data:`.sched_model.WORK_PER_SECOND`).
+BOUND_OPS_PER_UNIT = 10
+
+
 @dataclass(frozen=True)
 class WindowResult:
     """``order``: the improved full order (None if none strictly below ``ub`` was found);
@@ -98,7 +103,7 @@ def cut_positions(graph: Graph, order: Sequence[int]) -> list[int]:
 def solve_window(graph: Graph, t: MemTables, order: Sequence[int], lo: int, hi: int, *,
                  base: int, ub: int, deadline: float | None = None, budget: Budget | None = None,
                  max_work: int | None = None, pos: Sequence[int] | None = None,
-                 depth_first: bool = False) -> WindowResult:
+                 depth_first: bool = False, strong: bool = False) -> WindowResult:
     """Reorder ``order[lo:hi]`` to minimise the peak of its steps, looking only below ``ub``.
 
     Parameters
@@ -124,6 +129,10 @@ def solve_window(graph: Graph, t: MemTables, order: Sequence[int], lo: int, hi: 
         best-first: when the work runs out it returns the best window order found so
         far (below ``ub``), where best-first returns nothing.  Same result when it
         finishes (``proved``).
+    strong : bool
+        Prune with the stronger bound of :meth:`_Window._h_strong` (bytes that must be
+        live while some unrun node runs, given its ancestors and descendants): fewer
+        states, each dearer; worth it on whole graphs, not on narrow windows.
 
     Examples
     --------
@@ -137,7 +146,7 @@ def solve_window(graph: Graph, t: MemTables, order: Sequence[int], lo: int, hi: 
         pos = [0] * graph.n_nodes
         for i, n in enumerate(order):
             pos[n] = i
-    w = _Window(graph, t, order, lo, hi, base, pos)
+    w = _Window(graph, t, order, lo, hi, base, pos, strong)
     limit = budget.left() if budget is not None else 1 << 62
     if max_work is not None:
         limit = min(limit, max_work)
@@ -154,11 +163,12 @@ class _Window:
     """The window as bitmask tables over local indices ``0..k-1`` (``order[lo + i]``)."""
 
     def __init__(self, graph: Graph, t: MemTables, order: Sequence[int], lo: int, hi: int,
-                 base: int, pos: Sequence[int]) -> None:
+                 base: int, pos: Sequence[int], strong: bool = False) -> None:
         self.nodes = nodes = list(order[lo:hi])
         k = len(nodes)
         pred, frees, keep, inb = [0] * k, [], [0] * k, [0] * k
         freed_base: dict[int, int] = {}
+        bufs: dict[int, tuple[int, int, int]] = {}    # freed here: b -> (readers mask, size, producer)
         last = {}
         for i, n in enumerate(nodes):
             for p in graph.preds[n]:
@@ -177,7 +187,9 @@ class _Window:
                         m |= 1 << (pos[r] - lo)
                 fr.append((m, graph.size[b]))
                 inb[i] += graph.size[b]
-                if pos[graph.producer[b]] < lo:
+                p = pos[graph.producer[b]] - lo
+                bufs[b] = (m, graph.size[b], p if p >= 0 else -1)
+                if p < 0:
                     freed_base[b] = graph.size[b]
             frees.append(tuple(fr))
         for i, n in enumerate(nodes):
@@ -186,13 +198,18 @@ class _Window:
                 if graph.alias_of[b] < 0 and b in t.readers:
                     if max(pos[r] for r in t.readers[b]) < hi:
                         keep[i] -= graph.size[b]
-        self.k, self.pred, self.frees, self.keep, self.inb = k, pred, frees, keep, inb
+        self.k, self.pred, self.frees, self.keep = k, pred, frees, keep
         self.succ = [sorted(pos[m] - lo for m in graph.succs[n] if lo <= pos[m] < hi) for n in nodes]
         self.alloc = [t.alloc[n] for n in nodes]
         self.spike = [t.spike[n] for n in nodes]
         self.base, self.base_keep = base, base - sum(freed_base.values())
         self.keep_total = self.base_keep + sum(keep)
-        self.by_need = sorted(range(k), key=lambda i: (-(self.spike[i] + inb[i]), i))
+        self.strong = strong
+        if strong:
+            self._bound_tables(bufs)
+        else:
+            self.need = [self.base_keep + sp + x for sp, x in zip(self.spike, inb)]
+            self.by_need = sorted(range(k), key=lambda i: (-self.need[i], i))
 
     def replay(self, local: list[int]) -> tuple[tuple[int, ...], tuple[int, ...]]:
         """``during`` and ``after`` bytes of each step of the window order ``local``."""
@@ -204,11 +221,88 @@ class _Window:
             after.append(live)
         return tuple(during), tuple(after)
 
-    def _h(self, s: int, keep: int) -> int:
+    def _bound_tables(self, bufs: dict[int, tuple[int, int, int]]) -> None:
+        """Tables of the bound :meth:`_h`: window ancestors and descendants of each node,
+        ``need[i]`` (bytes live during ``i``'s step in every order, from the prefix and
+        ``i``'s ancestors) and the terms a node adds once it ran (``terms[j]``)."""
+        k, pred, succ, keep = self.k, self.pred, self.succ, self.keep
+        anc, desc = [0] * k, [0] * k
+        for i in range(k):                 # local indices are in a valid order
+            m, a = pred[i], 0
+            while m:
+                low = m & -m
+                m ^= low
+                a |= anc[low.bit_length() - 1] | low
+            anc[i] = a
+        for i in range(k - 1, -1, -1):
+            d = 0
+            for j in succ[i]:
+                d |= desc[j] | 1 << j
+            desc[i] = d
+        full = (1 << k) - 1
+        need = [self.spike[i] + self.base_keep for i in range(k)]
+        terms: list[list[tuple[int, int]]] = [[] for _ in range(k)]
+        for j in range(k):
+            if keep[j]:
+                for i in _bits(desc[j]):
+                    need[i] += keep[j]
+                if full & ~desc[j] & ~(1 << j):
+                    terms[j].append((full & ~desc[j] & ~(1 << j), keep[j]))
+        for m, size, p in bufs.values():
+            upto = 0                       # nodes at or before a reader: b is live while they run
+            for r in _bits(m):
+                upto |= anc[r] | 1 << r
+            after = full if p < 0 else desc[p]
+            for i in _bits(upto & after):
+                need[i] += size
+            if p >= 0 and upto & ~after & ~(1 << p):
+                terms[p].append((upto & ~after & ~(1 << p), size))
+        self.need, self.terms = need, [tuple(x) for x in terms]
+        self.by_need = sorted(range(k), key=lambda i: (-need[i], i))
+
+    def _h_weak(self, s: int, keep: int) -> tuple[int, int]:
+        """The default bound (and its work): ``keep`` (bytes of the prefix and of the run
+        nodes that outlive the window) + the largest ``spike + inputs freed here`` of an
+        unrun node."""
         for i in self.by_need:
             if not s >> i & 1:
-                return keep + self.spike[i] + self.inb[i]
-        return 0
+                return keep + self.need[i] - self.base_keep, 0
+        return 0, 0
+
+    def _next_weak(self, keep: int, i: int, s2: int) -> int:
+        return keep + self.keep[i]
+
+    def _h_strong(self, s: int, act: tuple[tuple[int, int], ...]) -> tuple[int, int]:
+        """Lower bound on the peak of any completion of down-set ``s``: the most bytes
+        that must be live while some unrun node ``i`` runs.  ``need[i]`` counts its
+        step (outputs, workspace), every buffer of the prefix or of an ancestor of ``i``
+        that one of ``i`` and its descendants reads, and the outputs of ancestors that
+        outlive the window; ``act`` (the live terms of the run nodes that are not
+        ancestors of ``i``) adds each output of a run node that ``i`` or a descendant
+        reads, or that outlives the window.  Each byte counted is live during ``i``'s
+        step in every order, so the bound is admissible.  Work: 1 + 1 per
+        ``BOUND_OPS_PER_UNIT`` nodes tried and terms read."""
+        top = sum(sz for _, sz in act)
+        best, work = 0, len(act) + BOUND_OPS_PER_UNIT
+        need = self.need
+        for i in self.by_need:
+            if s >> i & 1:
+                continue
+            v = need[i]
+            if v + top <= best:
+                break
+            work += 1 + len(act)
+            for m, sz in act:
+                if m >> i & 1:
+                    v += sz
+            if v > best:
+                best = v
+        return best, work // BOUND_OPS_PER_UNIT
+
+    def _next_strong(self, act: tuple[tuple[int, int], ...], i: int, s2: int
+                     ) -> tuple[tuple[int, int], ...]:
+        """The live terms once node ``i`` ran (state ``s2``): terms still covering an unrun node."""
+        return tuple(x for x in act + self.terms[i] if x[0] & ~s2)
 
     def _children(self, s: int, live: int, ready: int, g: int) -> tuple[list, int]:
         """The states one step after down-set ``s`` (``live`` bytes, ``ready`` mask), as
@@ -251,17 +345,18 @@ class _Window:
         the order found (or, with none, ``ub``) is optimal for the window.  Work: as
         :meth:`search`, plus 1 per ready node of the look-ahead.
         """
-        k, pred, succ, spike, alloc, frees, keepb = (self.k, self.pred, self.succ, self.spike,
-                                                     self.alloc, self.frees, self.keep)
+        k, pred, succ, spike = self.k, self.pred, self.succ, self.spike
         full = (1 << k) - 1
-        start_f = max(self.keep_total, self._h(0, self.base_keep))
+        h, next_hs = (self._h_strong, self._next_strong) if self.strong else (self._h_weak, self._next_weak)
+        hs0 = () if self.strong else self.base_keep
+        start_f = max(self.keep_total, h(0, hs0)[0])
         if start_f >= ub:
             return None, None, True, ub, 1
         lower = start_f
         work, charged = 1, 0
         ready0 = sum(1 << i for i in range(k) if not pred[i])
         best = {0: 0}
-        info = {0: (self.base, self.base_keep, ready0)}
+        info = {0: (self.base, hs0, ready0)}
         parent: dict[int, tuple[int, int]] = {}
         stack = [(0, 0)]                                    # (state, g)
         found: list[int] | None = None
@@ -286,7 +381,7 @@ class _Window:
                 if budget.capped:
                     stopped = True
                     break
-            live, keep, ready = info[s]
+            live, hs, ready = info[s]
             kids, n = self._children(s, live, ready, g)
             work += 2 + 2 * n
             pushed = []
@@ -294,8 +389,10 @@ class _Window:
                 g2 = g if out <= g else out
                 if g2 >= ub or g2 >= best.get(s2, ub):
                     continue
-                keep2 = keep + keepb[i]
-                if self._h(s2, keep2) >= ub:
+                hs2 = next_hs(hs, i, s2)
+                h2, hw = h(s2, hs2)
+                work += hw
+                if h2 >= ub:
                     continue
                 ready2 = ready ^ (1 << i)
                 for j in succ[i]:
@@ -312,7 +409,7 @@ class _Window:
                         work += 1
                     if after + least >= ub:
                         continue
-                best[s2], info[s2], parent[s2] = g2, (after, keep2, ready2), (s, i)
+                best[s2], info[s2], parent[s2] = g2, (after, hs2, ready2), (s, i)
                 pushed.append((g2, after - live, i, s2))
             pushed.sort(reverse=True)
             for g2, _, _, s2 in pushed:
@@ -337,16 +434,17 @@ class _Window:
         no more than the first step of any completion when ``spike[n]`` is minimal among
         the ready nodes, and free when ``<= g``.  So ``n`` alone is expanded.
         """
-        k, pred, succ, spike, alloc, frees, keepb = (self.k, self.pred, self.succ, self.spike,
-                                                     self.alloc, self.frees, self.keep)
+        k, pred, succ, spike = self.k, self.pred, self.succ, self.spike
         full = (1 << k) - 1
-        start_f = max(self.keep_total, self._h(0, self.base_keep))
+        h, next_hs = (self._h_strong, self._next_strong) if self.strong else (self._h_weak, self._next_weak)
+        hs0 = () if self.strong else self.base_keep
+        start_f = max(self.keep_total, h(0, hs0)[0])
         if start_f >= ub:
             return None, None, True, ub, 1
         work, charged = 1, 0
         ready0 = sum(1 << i for i in range(k) if not pred[i])
         best = {0: 0}                                       # state -> lowest g reaching it
-        info = {0: (self.base, self.base_keep, ready0)}     # state -> (live, keep, ready mask)
+        info = {0: (self.base, hs0, ready0)}    # state -> (live, state of the bound, ready mask)
         parent: dict[int, tuple[int, int]] = {}
         heap = [(start_f, 0, 0, 0)]                         # (f, -depth, state, g)
         f = start_f
@@ -371,26 +469,36 @@ class _Window:
                 charged = work
                 if budget.capped:
                     return None, None, False, min(f, ub), work
-            live, keep, ready = info[s]
+            live, hs, ready = info[s]
             kids, n = self._children(s, live, ready, g)
             work += 2 + 2 * n
             for i, s2, out, after in kids:
                 g2 = g if out <= g else out
                 if g2 >= ub or g2 >= best.get(s2, ub):
                     continue
-                keep2 = keep + keepb[i]
-                f2 = max(f, g2, self._h(s2, keep2))
+                hs2 = next_hs(hs, i, s2)
+                h2, hw = h(s2, hs2)
+                work += hw
+                f2 = max(f, g2, h2)
                 if f2 >= ub:
                     continue
                 ready2 = ready ^ (1 << i)
                 for j in succ[i]:
                     if not pred[j] & ~s2:
                         ready2 |= 1 << j
-                best[s2], info[s2], parent[s2] = g2, (after, keep2, ready2), (s, i)
+                best[s2], info[s2], parent[s2] = g2, (after, hs2, ready2), (s, i)
                 heapq.heappush(heap, (f2, negd - 1, s2, g2))
         if budget is not None:
             budget.spend(work - charged)
         return None, None, True, ub, work
+
+
+def _bits(m: int):
+    """Indices of the set bits of ``m``, ascending."""
+    while m:
+        low = m & -m
+        m ^= low
+        yield low.bit_length() - 1
 
 
 def tree_parents(graph: Graph, *, extra_deps: bool = True) -> list[int] | None:

@@ -275,9 +275,13 @@ HEURISTICS: dict[str, Callable[[Graph, MemTables], list[int]]] = {
     "kahn": kahn,
 }
 
-#: name -> work units per ``MemTables.edges`` (nodes + edges) charged for running it:
-#: measured cost on the benchmark families, rounded up (see :data:`.sched_model.WORK_PER_SECOND`).
+#: name -> work units per 4 ``MemTables.edges`` (nodes + edges) charged for running it:
+#: measured cost on the benchmark families (``benchmarks/bench_ordering.py``, random
+#: DAGs of 40-1,000 nodes), rounded up, in units of :data:`.sched_model.WORK_PER_SECOND`
+#: (about 1 us, the unit the exact searches are charged in).
 HEURISTIC_COST: dict[str, int] = {
-    "greedy-freed": 2, "dfs-subtree": 3, "lpmf": 3, "dfs-inductor": 2, "postorder": 1, "bfs": 2,
+    "greedy-freed": 4, "dfs-subtree": 6, "lpmf": 6, "dfs-inductor": 2, "postorder": 2, "bfs": 2,
     "kahn": 1,
 }
+#: Work units per 4 edges for scoring an order (:func:`.sched_model.fast_peak`).
+SCORE_COST = 1

@@ -43,8 +43,9 @@ from .graph import Graph, GraphError
 from .memory import simulate
 from .sched_exact import (cut_positions, repair_order, solve_window, tree_parents,
                           tree_schedule)
-from .sched_heuristics import HEURISTIC_COST, HEURISTICS
+from .sched_heuristics import HEURISTIC_COST, HEURISTICS, SCORE_COST
 from .sched_model import Budget, MemTables, fast_peak, fast_trace, mem_tables, static_lower_bound
+from .sched_moves import move_pass
 
 __all__ = ["Schedule", "schedule", "exact_schedule", "brute_force_peak", "heuristic_orders"]
 
@@ -185,7 +186,7 @@ def schedule(graph: Graph, *, baseline: Sequence[int] | None = None, time_budget
             cands.append((fast_peak(tables, order), 1, "tree+deps", order))
             budget.spend(3 * tables.edges)
         for rank, (name, h) in enumerate(HEURISTICS.items(), 2):
-            cost = (HEURISTIC_COST[name] + 1) * tables.edges    # run + score
+            cost = (HEURISTIC_COST[name] + SCORE_COST) * tables.edges // 4    # run + score
             if rank > 2 and budget.left() < cost:
                 break
             order = h(graph, tables)
@@ -228,10 +229,24 @@ def _improve(graph: Graph, tables: MemTables, best: list[int], best_peak: int, m
     seg_work = None if budget.limit is None else max(budget.limit // SEGMENT_SHARE, 1)
     tried: set[tuple[int, int]] = set()
     dfs_done = False
-    during, after = fast_trace(tables, best)
-    pos = [0] * n
-    for i, v in enumerate(best):
-        pos[v] = i
+    moved = False          # the single-node moves ran on the current order and found nothing
+    during = after = pos = []
+
+    def moves() -> bool:
+        """Single-node moves on ``best`` (:mod:`.sched_moves`); refresh the step tables."""
+        nonlocal best, best_peak, method, during, after, pos
+        order, changed = move_pass(graph, tables, best, budget)
+        if changed:
+            best, method = order, "moves"
+        during, after = fast_trace(tables, best)
+        best_peak = max(during)
+        pos = [0] * n
+        for i, v in enumerate(best):
+            pos[v] = i
+        return changed
+
+    moves()
+    moved = True
     while not budget.exhausted:
         p = during.index(best_peak)
         i = bisect.bisect_right(bounds, p)
@@ -250,7 +265,7 @@ def _improve(graph: Graph, tables: MemTables, best: list[int], best_peak: int, m
                              budget=budget, max_work=seg_work if whole_seg else window_work, pos=pos)
             if r.order is not None:
                 # prefix and suffix steps are unchanged: patch the window's bytes only
-                best, improved = r.order, True
+                best, improved, moved = r.order, True, False
                 during[lo:hi], after[lo:hi] = r.during, r.after
                 for j in range(lo, hi):
                     pos[best[j]] = j
@@ -271,6 +286,12 @@ def _improve(graph: Graph, tables: MemTables, best: list[int], best_peak: int, m
             # outgrow their work share (wider ones, holding them, would too): one depth-first
             # search of the peak step's segment, then stop unless it found a better order
             if width >= seg_end - seg or not settled:
+                if not moved:      # the windows moved nodes: single-node moves may apply again
+                    moved = True
+                    if moves():
+                        tried.clear()
+                        width = w0
+                        continue
                 if dfs_done or budget.left() < tables.edges:
                     break
                 dfs_done = True
@@ -278,7 +299,7 @@ def _improve(graph: Graph, tables: MemTables, best: list[int], best_peak: int, m
                                  ub=best_peak, budget=budget, pos=pos, depth_first=True,
                                  max_work=min(budget.left() * DFS_SHARE // 4, DFS_WORK_PER_EDGE * tables.edges))
                 if r.order is not None:
-                    best = r.order
+                    best, moved = r.order, False
                     during[seg:seg_end], after[seg:seg_end] = r.during, r.after
                     for j in range(seg, seg_end):
                         pos[best[j]] = j
@@ -337,7 +358,7 @@ def exact_schedule(graph: Graph, *, time_budget: float | None = None,
     name, order = "greedy-freed", HEURISTICS["greedy-freed"](graph, tables)
     peak_ = fast_peak(tables, order)
     ub = peak_ if upper_bound is None else min(peak_, upper_bound)
-    r = solve_window(graph, tables, order, 0, graph.n_nodes, base=0, ub=ub, budget=budget)
+    r = solve_window(graph, tables, order, 0, graph.n_nodes, base=0, ub=ub, budget=budget, strong=True)
     if r.order is not None:
         order, name, peak_ = r.order, "exact", fast_peak(tables, r.order)
     optimal = r.proved and (r.order is not None or ub == peak_)

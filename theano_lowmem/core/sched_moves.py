@@ -1,0 +1,171 @@
+"""Single-node moves: the cheap local search that runs before the exact windows.
+
+A move takes one node of the order and puts it at another position between its
+last predecessor and its first successor.  The windows of :mod:`.sched_exact`
+reorder contiguous stretches only; a move carries a node across the whole
+plateau of near-peak steps (a producer whose output is read late, run later; a
+reader that frees a big buffer, run earlier), which is most of what separates
+the list heuristics from the optimum on irregular graphs (RandWire cells).
+
+Only moves across a peak step are tried, and one is taken when every step it
+changes stays strictly below the peak: the number of steps at the peak drops,
+the others do not reach it, so each move improves ``(peak, steps at the peak)``
+and the search ends.  A move's steps are re-evaluated from the step tables of
+the current order in O(distance moved): only the buffers the moved node reads
+change the step they are freed at.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+from .graph import Graph
+from .sched_model import Budget, MemTables
+
+
+class _Trace:
+    """Step tables of an order: ``during``/``after`` bytes, bytes freed at each step,
+    each freeable buffer's last reader position."""
+
+    def __init__(self, graph: Graph, t: MemTables, order: list[int]) -> None:
+        n = len(order)
+        pos = [0] * n
+        for i, v in enumerate(order):
+            pos[v] = i
+        last = {b: max(pos[r] for r in rd) for b, rd in t.readers.items()}
+        free = [0] * n
+        for b, p in last.items():
+            free[p] += t.size[b]
+        during, after, live = [0] * n, [0] * n, 0
+        for i, v in enumerate(order):
+            during[i] = live + t.spike[v]
+            live += t.alloc[v] - free[i]
+            after[i] = live
+        first_succ = [min((pos[s] for s in graph.succs[v]), default=n) for v in order]
+        last_pred = [max((pos[p] for p in graph.preds[v]), default=-1) for v in order]
+        self.order, self.pos, self.last, self.free = order, pos, last, free
+        self.during, self.after, self.first_succ, self.last_pred = during, after, first_succ, last_pred
+
+
+def move_pass(graph: Graph, t: MemTables, order: Sequence[int], budget: Budget
+              ) -> tuple[list[int], bool]:
+    """Apply improving single-node moves to ``order`` until none helps or ``budget``
+    runs out; return the new order and whether it changed.
+
+    Work: 1 unit per step re-evaluated, and ``MemTables.edges`` per move taken (the
+    step tables are rebuilt).
+
+    Examples
+    --------
+    >>> from theano_lowmem.core.sched_model import mem_tables, fast_peak
+    >>> g = Graph([[0], [0], [1], [2]], [[1], [2], [3], [4]], size=[0, 8, 8, 1, 1], pinned=[3, 4])
+    >>> t = mem_tables(g)
+    >>> new, changed = move_pass(g, t, [0, 1, 2, 3], Budget(None, None))
+    >>> fast_peak(t, [0, 1, 2, 3]), fast_peak(t, new), changed
+    (17, 10, True)
+    """
+    order = list(order)
+    changed = False
+    budget.spend(t.edges)
+    tr = _Trace(graph, t, order)
+    while not budget.exhausted:
+        move = _find_move(graph, t, tr, budget)
+        if move is None:
+            break
+        a, b = move
+        v = order.pop(a)
+        order.insert(b, v)
+        changed = True
+        budget.spend(t.edges)
+        tr = _Trace(graph, t, order)
+    return order, changed
+
+
+def _find_move(graph: Graph, t: MemTables, tr: _Trace, budget: Budget) -> tuple[int, int] | None:
+    """The first move ``(from, to)`` across a peak step that keeps every step it changes
+    below the peak, or None."""
+    during = tr.during
+    peak = max(during)
+    n = len(during)
+    for p in (i for i in range(n) if during[i] == peak):
+        for a in range(p, -1, -1):                 # later: from a <= p to b >= p
+            if tr.first_succ[a] > p + (a == p):
+                b = _later(t, tr, a, p, peak, budget)
+                if b is not None:
+                    return a, b
+        for a in range(p, n):                      # earlier: from a >= p to b <= p
+            if tr.last_pred[a] < p - (a == p):
+                b = _earlier(t, tr, a, p, peak, budget)
+                if b is not None:
+                    return a, b
+        if budget.exhausted:
+            return None
+    return None
+
+
+def _later(t: MemTables, tr: _Trace, a: int, p: int, peak: int, budget: Budget) -> int | None:
+    """Position ``b`` (``p <= b < first successor``, ``b > a``) to move ``order[a]`` to, with
+    every changed step below ``peak``; the latest such position with the lowest steps."""
+    order, free, last, size = tr.order, tr.free, tr.last, t.size
+    v = order[a]
+    stop = tr.first_succ[a]
+    held_at: dict[int, int] = {}                   # v's inputs another reader frees in (a, stop)
+    for c in t.reads[v]:
+        j = last[c]
+        if a < j < stop:
+            held_at[j] = held_at.get(j, 0) + size[c]
+    live = tr.after[a - 1] if a else 0
+    held, mx, best, best_val = 0, 0, None, peak
+    spike, alloc = t.spike, t.alloc
+    for j in range(a + 1, stop):
+        u = order[j]
+        d = live + spike[u]
+        if d >= peak:
+            break
+        if d > mx:
+            mx = d
+        h = held_at.get(j, 0)
+        held += h
+        live += alloc[u] - free[j] + h
+        if j >= p:
+            val = max(mx, live + spike[v])
+            if val < best_val or (val == best_val and best is not None):
+                best, best_val = j, val
+    budget.spend(stop - a)
+    return best
+
+
+def _earlier(t: MemTables, tr: _Trace, a: int, p: int, peak: int, budget: Budget) -> int | None:
+    """Position ``b`` (``last predecessor < b <= p``, ``b < a``) to move ``order[a]`` to, with
+    every changed step below ``peak`` (tries the earliest and ``p``)."""
+    order, free, last, size, pos = tr.order, tr.free, tr.last, t.size, tr.pos
+    v = order[a]
+    start = tr.last_pred[a] + 1
+    best, best_val = None, peak
+    for b in dict.fromkeys((start, (start + p) // 2, p)):
+        if not start <= b <= p or b >= a:
+            continue
+        # v's inputs freed at a: freed at v's new step unless another reader runs in [b, a)
+        moved: dict[int, int] = {}                 # step -> bytes now freed there instead of at a
+        fv = free[a]
+        for c in t.reads[v]:
+            if last[c] != a:
+                continue
+            r = max((pos[x] for x in t.readers[c] if b <= pos[x] < a), default=-1)
+            if r >= 0:
+                moved[r] = moved.get(r, 0) + size[c]
+                fv -= size[c]
+        live = tr.after[b - 1] if b else 0
+        mx = live + t.spike[v]
+        live += t.alloc[v] - fv
+        for j in range(b, a):
+            if mx >= peak:
+                break
+            u = order[j]
+            d = live + t.spike[u]
+            if d > mx:
+                mx = d
+            live += t.alloc[u] - free[j] - moved.get(j, 0)
+        budget.spend(a - b + 1)
+        if mx < best_val:
+            best, best_val = b, mx
+    return best
