@@ -157,14 +157,14 @@ def schedule(graph: Graph, *, baseline: Sequence[int] | None = None, time_budget
     t0 = time.perf_counter()
     budget = Budget.for_seconds(time_budget)
     tables = mem_tables(graph)
-    budget.spend(2 * tables.edges)
+    budget.spend(tables.edges)             # measured: 0.4-0.7 us per node and edge
     cands: list[tuple[int, int, str, list[int]]] = []   # (peak, rank, method, order)
     base_peak = None
     if baseline is not None:
         graph.check_order(baseline)
         base_peak = fast_peak(tables, baseline)
         cands.append((base_peak, 0, "baseline", list(baseline)))
-        budget.spend(2 * tables.edges)
+        budget.spend(tables.edges // 2)    # check + score: 0.15-0.3 us per node and edge
     lower = static_lower_bound(tables)
     # Liu's algorithm is exact on in-forests and costs about as much as a heuristic,
     # so it always gets at least that much work, even from a zero budget
@@ -221,7 +221,7 @@ def _improve(graph: Graph, tables: MemTables, best: list[int], best_peak: int, m
     window of some width exhausts its share without success, wider ones are not tried.
     """
     n = graph.n_nodes
-    budget.spend(2 * tables.edges)
+    budget.spend(tables.edges)             # cuts + trace: about 0.5 us per node and edge
     cuts = cut_positions(graph, best)
     bounds = sorted({0, n, *cuts, *(c + 1 for c in cuts)})
     w0 = width = max(min(max_nodes, WINDOW_START), 2)
