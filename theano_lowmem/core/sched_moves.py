@@ -89,12 +89,12 @@ def _find_move(graph: Graph, t: MemTables, tr: _Trace, budget: Budget) -> tuple[
     for p in (i for i in range(n) if during[i] == peak):
         for a in range(p, -1, -1):                 # later: from a <= p to b >= p
             if tr.first_succ[a] > p + (a == p):
-                b = _later(t, tr, a, p, peak, budget)
+                b = _later(t, tr, a, p, peak, budget)[0]
                 if b is not None:
                     return a, b
         for a in range(p, n):                      # earlier: from a >= p to b <= p
             if tr.last_pred[a] < p - (a == p):
-                b = _earlier(t, tr, a, p, peak, budget)
+                b = _earlier(t, tr, a, p, peak, budget)[0]
                 if b is not None:
                     return a, b
         if budget.exhausted:
@@ -102,9 +102,11 @@ def _find_move(graph: Graph, t: MemTables, tr: _Trace, budget: Budget) -> tuple[
     return None
 
 
-def _later(t: MemTables, tr: _Trace, a: int, p: int, peak: int, budget: Budget) -> int | None:
+def _later(t: MemTables, tr: _Trace, a: int, p: int, peak: int, budget: Budget
+           ) -> tuple[int | None, int]:
     """Position ``b`` (``p <= b < first successor``, ``b > a``) to move ``order[a]`` to, with
-    every changed step below ``peak``; the latest such position with the lowest steps."""
+    every changed step below ``peak``: the one with the lowest highest changed step (the
+    latest on ties), and that step's bytes; ``(None, peak)`` if there is none."""
     order, free, last, size = tr.order, tr.free, tr.last, t.size
     v = order[a]
     stop = tr.first_succ[a]
@@ -131,12 +133,14 @@ def _later(t: MemTables, tr: _Trace, a: int, p: int, peak: int, budget: Budget) 
             if val < best_val or (val == best_val and best is not None):
                 best, best_val = j, val
     budget.spend(stop - a)
-    return best
+    return best, best_val
 
 
-def _earlier(t: MemTables, tr: _Trace, a: int, p: int, peak: int, budget: Budget) -> int | None:
+def _earlier(t: MemTables, tr: _Trace, a: int, p: int, peak: int, budget: Budget
+             ) -> tuple[int | None, int]:
     """Position ``b`` (``last predecessor < b <= p``, ``b < a``) to move ``order[a]`` to, with
-    every changed step below ``peak`` (tries the earliest and ``p``)."""
+    every changed step below ``peak``: of the earliest, the middle one and ``p``, the one
+    with the lowest highest changed step, and that step's bytes; ``(None, peak)`` if none."""
     order, free, last, size, pos = tr.order, tr.free, tr.last, t.size, tr.pos
     v = order[a]
     start = tr.last_pred[a] + 1
@@ -168,4 +172,4 @@ def _earlier(t: MemTables, tr: _Trace, a: int, p: int, peak: int, budget: Budget
         budget.spend(a - b + 1)
         if mx < best_val:
             best, best_val = b, mx
-    return best
+    return best, best_val
