@@ -13,7 +13,10 @@ of executed window nodes, memoised on a bitmask int; only orders strictly
 below ``ub`` (an upper bound, e.g. the best heuristic's peak) are explored.
 Admissible bound ``h(S)`` = bytes that stay live through the window +
 max over unrun nodes of (bytes it allocates + workspace + freeable bytes it reads), and the
-bytes held when the window ends.  Dominance rule (sound by an exchange
+bytes held when the window ends.  The strong bound (``strong=True``, used by
+:func:`~.schedule.exact_schedule`) counts, for an unrun node, every buffer that must be
+live while it runs: produced by the prefix, a run node or an ancestor, and read by the
+node or a descendant (``_Window._h_strong``).  Dominance rule (sound by an exchange
 argument, see ``_Window.search``): a ready node that does not raise the live bytes
 and allocates no more than any other ready node (or fits under ``g``) is run
 at once, as the only successor.
@@ -53,6 +56,10 @@ from .sched_model import CLOCK_EVERY, Budget, MemTables
 #: The strong bound's inner steps (a node tried, a term read: a few tens of ns each) per
 #: work unit (about a microsecond, see :data:`.sched_model.WORK_PER_SECOND`).
 BOUND_OPS_PER_UNIT = 10
+#: The strong bound tries the unrun nodes of largest static ``need`` first and stops after
+#: this many (a max over fewer nodes is still a lower bound): the dynamic part rarely
+#: lifts a node far down the list above the first ones, and each try reads every term.
+STRONG_TRIES = 3
 
 
 @dataclass(frozen=True)
@@ -280,17 +287,20 @@ class _Window:
         outlive the window; ``act`` (the live terms of the run nodes that are not
         ancestors of ``i``) adds each output of a run node that ``i`` or a descendant
         reads, or that outlives the window.  Each byte counted is live during ``i``'s
-        step in every order, so the bound is admissible.  Work: 1 + 1 per
+        step in every order, so the bound is admissible, and so is its max over only
+        the first ``STRONG_TRIES`` unrun nodes by ``need``.  Work: 1 + 1 per
         ``BOUND_OPS_PER_UNIT`` nodes tried and terms read."""
         top = sum(sz for _, sz in act)
         best, work = 0, len(act) + BOUND_OPS_PER_UNIT
         need = self.need
+        tries = STRONG_TRIES
         for i in self.by_need:
             if s >> i & 1:
                 continue
             v = need[i]
-            if v + top <= best:
+            if v + top <= best or not tries:
                 break
+            tries -= 1
             work += 1 + len(act)
             for m, sz in act:
                 if m >> i & 1:
