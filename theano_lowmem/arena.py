@@ -36,7 +36,9 @@ from typing import Sequence
 
 import numpy as np
 
-from .core.arena import ALIGN, ArenaPlan, check_arena, place
+from .core.arena import ALIGN, ArenaPlan, check_arena, check_arena_conflicts, place, \
+    place_conflicts
+from .core.conflicts import LazyStructure, conflict_sets
 from .core.memory import Lifetime
 
 
@@ -64,10 +66,16 @@ class PlanArena:
     dtypes : dict of int to numpy dtype
     check : bool
         Check the placement (:func:`~theano_lowmem.core.arena.check_arena`).
+    conflicts : Conflicts, optional
+        For a lazy graph (no single executed order): the values' conflict sets
+        (:func:`lazy_conflicts`); ``lifetimes`` then only names the values (its
+        values are ignored) and the placement is
+        :func:`~theano_lowmem.core.arena.place_conflicts`.
     """
 
     def __init__(self, lifetimes: dict, cells: dict, group_cells: dict, shapes: dict,
-                 dtypes: dict, check: bool = False) -> None:
+                 dtypes: dict, check: bool = False, conflicts: "Conflicts | None" = None) -> None:
+        self.conflicts = conflicts
         self.lifetimes = lifetimes
         self.cells, self.group_cells = cells, group_cells
         self.shapes, self.dtypes = shapes, dtypes
@@ -81,6 +89,18 @@ class PlanArena:
         self.plan = self._place(lifetimes)
 
     def _place(self, lifetimes: dict) -> ArenaPlan:
+        ci = self.conflicts
+        if ci is not None:
+            sizes = [0] * len(ci.ids)
+            active = []
+            for v in lifetimes:
+                k = ci.index[v]
+                sizes[k] = int(np.prod(self.shapes[v], dtype=np.int64)) * self.dtypes[v].itemsize
+                active.append(k)
+            plan = place_conflicts(ci.ids, sizes, ci.conflicts, active, order=ci.order)
+            if self.check:
+                check_arena_conflicts(ci.ids, sizes, ci.conflicts, active, plan)
+            return plan
         lts = list(lifetimes.values())
         plan = place(lts)
         if self.check:
@@ -164,3 +184,87 @@ def arena_lifetimes(lts: Sequence[Lifetime], ids: Sequence[int]) -> dict:
     """The lifetimes of ``ids`` (value ids), in the order of ``ids``."""
     by = {lt.buffer: lt for lt in lts}
     return {v: by[v] for v in ids if v in by}
+
+
+class Conflicts:
+    """The conflict sets of a lazy graph's arena candidates (built once per function).
+
+    Attributes
+    ----------
+    ids : list of int
+        Value id of each index.
+    index : dict of int to int
+        Value id -> index.
+    conflicts : list of int
+        Per index, the bit set of indices it may be live with
+        (:func:`theano_lowmem.core.conflicts.conflict_sets`).
+    order : list of int
+        Indices by their writer's position in the model's topological order
+        (the second best-fit priority).
+    """
+
+    def __init__(self, ids, conflicts, order) -> None:
+        self.ids = list(ids)
+        self.index = {v: k for k, v in enumerate(self.ids)}
+        self.conflicts = list(conflicts)
+        self.order = list(order)
+
+
+def lazy_conflicts(fgraph, model, ids) -> Conflicts:
+    """Conflict sets of arena candidates ``ids`` (model value ids) in a graph with lazy
+    nodes, from the C VM's walk (:mod:`theano_lowmem.core.conflicts`).
+
+    ``model`` numbers the nodes in a topological order of ``fgraph`` that honours
+    ``fgraph.orderings()`` (``fgraph.toposort()``).  The walk's facts used:
+    prerequisites are always evaluated before a node (lazylinker_c.c:571-580); a
+    non-lazy node evaluates all its inputs (lines 683-700); ``IfElse`` asks for its
+    condition first (ifelse.py:246); any other lazy op may skip any input (the
+    inputs and outputs of such ops must not be among ``ids``).  ``IfElse`` with
+    ``as_view`` returns the then-branch's array (its ``view_map``) and copies the
+    else-branch's (ifelse.py:255-282), so its output is a view, never a write: a
+    buffer's writers are its root's producer and the ops that destroy it
+    (``destroy_map``), its touching nodes those and every reader of any alias.
+    """
+    from theano.ifelse import IfElse
+    from .executed import is_lazy_node
+    g = model.graph
+    nodes = model.nodes
+    n = len(nodes)
+    node_id = {a: i for i, a in enumerate(nodes)}
+    ords = fgraph.orderings()
+    prereq = [[node_id[p] for p in ords.get(a, ()) if p in node_id] for a in nodes]
+    always, requesters = [], [[] for _ in range(n)]
+    for i, a in enumerate(nodes):
+        data = [g.producer[v] for v in g.node_inputs[i] if g.producer[v] >= 0]
+        if not is_lazy_node(a):
+            cond = data
+        elif isinstance(a.op, IfElse):
+            v0 = g.node_inputs[i][0]
+            cond = [g.producer[v0]] if g.producer[v0] >= 0 else []
+        else:
+            cond = []
+        always.append(sorted(set(prereq[i]) | set(cond)))
+        for p in set(data) | set(prereq[i]):
+            requesters[p].append(i)
+    outs = [model.value_id[v] for v in fgraph.outputs if v in model.value_id]
+    roots = frozenset(g.producer[v] for v in outs if g.producer[v] >= 0)
+    s = LazyStructure(list(range(n)), always, requesters, roots)
+    writer, writers, touching = [], [], []
+    variables = model.variables
+
+    def destroys(v: int) -> bool:
+        owner = variables[v].owner
+        if owner is None:
+            return False
+        return owner.outputs.index(variables[v]) in (getattr(owner.op, "destroy_map", None) or {})
+
+    for b in ids:
+        grp = g.group[b]
+        made = {g.producer[v] for v in grp if g.producer[v] >= 0}
+        writer.append(g.producer[b])
+        writers.append(sorted({g.producer[b]} | {g.producer[v] for v in grp
+                                                 if v != b and destroys(v)}))
+        touching.append(sorted(made | {r for v in grp for r in g.readers[v]}))
+    conf = conflict_sets(s, writer, writers, touching)
+    order = sorted(range(len(ids)), key=lambda k: (writer[k], k))
+    return Conflicts(ids, conf, order)

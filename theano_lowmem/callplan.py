@@ -38,6 +38,7 @@ import numpy as np
 import theano
 from theano.compile.ops import Shape, Shape_i
 from theano.gof import Constant
+from theano.ifelse import IfElse
 from theano.tensor.type import TensorType
 
 from .core.graph import Graph
@@ -207,6 +208,8 @@ class ShapeProgram:
             self.slot_of[var] = s = self._new_slot()
             self.steps.append(("shape", dims, s))
             return []
+        if isinstance(owner.op, IfElse):      # ShapeFeature's shape of an ifelse output
+            return self._ifelse(owner)
         if not _is_shape_arithmetic(owner):   # a computation on data, not on sizes
             self.slot_of[var] = -1
             return []
@@ -218,6 +221,30 @@ class ShapeProgram:
         for o, s in zip(owner.outputs, outs):
             self.slot_of[o] = s
         self.steps.append((owner, arg_slots, outs, _performer(owner)))
+        return []
+
+    def _ifelse(self, owner) -> list:
+        """``IfElse(cond, *then, *else)`` over shape scalars (``IfElse.infer_shape``,
+        ifelse.py:111-160): an output whose two branches are the same slot is that slot
+        (the usual case: both branches keep the shape); else, at run time, the branches'
+        common value when they agree, unknown when they differ.  The condition is never
+        read: it is data (a gate drawn per call), and reading it would put its value in
+        the signature, one plan per gate pattern."""
+        n = owner.op.n_outs
+        args = list(owner.inputs)
+        todo = [a for a in args[1:] if a not in self.slot_of]
+        if todo:
+            return todo
+        ts = [self.slot_of[a] for a in args[1:1 + n]]
+        fs = [self.slot_of[a] for a in args[1 + n:1 + 2 * n]]
+        if all(t == f for t, f in zip(ts, fs)):
+            for o, t in zip(owner.outputs, ts):
+                self.slot_of[o] = t
+            return []
+        outs = [self._new_slot() for _ in owner.outputs]
+        for o, sl in zip(owner.outputs, outs):
+            self.slot_of[o] = sl
+        self.steps.append(("ifelse", ts, fs, outs))
         return []
 
     def run(self, cells: Sequence[list]) -> list:
@@ -240,6 +267,13 @@ class ShapeProgram:
                 parts = [vals[x] for x in leaves]
                 vals[s] = _UNKNOWN if any(p is _UNKNOWN for p in parts) else \
                     np.asarray([int(p) for p in parts], dtype="int64")
+                continue
+            if step[0] == "ifelse":
+                _, ts, fs, outs = step
+                for s, t, f in zip(outs, ts, fs):
+                    a, b = vals[t], vals[f]
+                    vals[s] = a if a is not _UNKNOWN and b is not _UNKNOWN and \
+                        np.array_equal(a, b) else _UNKNOWN
                 continue
             node, arg_slots, outs, perform = step
             args = [vals[a] for a in arg_slots]
@@ -355,7 +389,7 @@ class CallPlanner:
 
     def __init__(self, linker, fgraph, model, link_ids, extra_deps, cell_groups, vm_args,
                  base_vm, shape_feature, make_vm=None, arena_ids=(), arena_fortran=None,
-                 input_views=()) -> None:
+                 input_views=(), lazy=None, lazy_ops=()) -> None:
         from .model import _workspace_rules
         self.linker = linker
         self.fgraph = fgraph
@@ -366,6 +400,8 @@ class CallPlanner:
         self.graph = model.graph if list(map(list, model.graph.extra_deps)) == \
             [sorted(set(d)) for d in extra_deps] else Graph(size=model.graph.size, **self.structure)
         self.cell_groups = cell_groups
+        # a lazy graph (ifelse): Theano's walk runs, the arena is placed by conflict sets
+        self.lazy, self.lazy_ops = lazy, tuple(lazy_ops)
         self.vm_args = vm_args
         self.base_vm = base_vm
         # the make_vm to build plans' VMs with: the linker's own, not a subclass's that
@@ -462,18 +498,20 @@ class CallPlanner:
         t2 = time.perf_counter()
         n = g.n_nodes
         baseline = list(range(n))
-        if exact:
+        if exact and self.lazy is None:
             res = schedule(g, baseline=baseline, time_budget=call_budget(n),
                            exact_max_nodes=int(_flag("lowmem_exact_max_nodes", 20)))
             order, method, optimal, lower = res.order, res.method, res.optimal, res.lower_bound
             peak, base_peak = res.peak, res.baseline_peak
-        else:   # never reorder on guessed sizes: Theano's order
+        else:   # never reorder on guessed sizes, nor a walk that depends on the data
             tr = simulate(g, baseline, check=False)
-            order, method, optimal, lower = tuple(baseline), "baseline (inexact sizes)", False, 0
+            order, optimal, lower = tuple(baseline), False, 0
+            method = "baseline (inexact sizes)" if self.lazy is None else \
+                "Theano's walk (lazy graph; peak modelled on a topological order)"
             peak = base_peak = tr.peak
         t3 = time.perf_counter()
         arena = self._arena(g, order, dims, sig[1] if self.fortran_inputs else 0) \
-            if exact and self.arena_ids else None
+            if self.arena_ids else None
         held = self._held(g) if arena is None else (
             arena.plan.size + sum(g.size[b] for b in g.buffers if b not in arena.lifetimes))
         t4 = time.perf_counter()
@@ -495,13 +533,20 @@ class CallPlanner:
         buffer is allocated when the plan is installed).  ``fortran``: bits of the
         inputs that are Fortran-ordered in this call (their dependents stay out)."""
         from .arena import PlanArena, arena_lifetimes
-        ids = self.arena_ids
+        # values of unknown size (data-dependent shapes) keep their own arrays
+        ids = [b for b in self.arena_ids if dims[b] is not None and None not in dims[b]]
         if fortran:
             ids = [b for b in ids if not self.arena_fortran.get(b, 0) & fortran]
+        if not ids:
+            return None
+        check = bool(_flag("lowmem_check_plan", False))
+        if self.lazy is not None:
+            return PlanArena(dict.fromkeys(ids), self.arena_cells, self.arena_group_cells,
+                             {b: tuple(dims[b]) for b in ids}, self.arena_dtypes,
+                             check=check, conflicts=self.lazy)
         lts = arena_lifetimes(lifetimes(g, order, check=False), ids)
         return PlanArena(lts, self.arena_cells, self.arena_group_cells,
-                         {b: tuple(dims[b]) for b in lts},
-                         self.arena_dtypes, check=bool(_flag("lowmem_check_plan", False)))
+                         {b: tuple(dims[b]) for b in lts}, self.arena_dtypes, check=check)
 
     def disable_arena(self, why: str) -> None:
         """Stop placing values in an arena (cells emptied; plans made again), with one

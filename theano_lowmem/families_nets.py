@@ -309,9 +309,64 @@ def mlp_mnist(train: bool = True, batch: int = 32, n_in: int = 784, hidden: Sequ
 
 
 # ---------------------------------------------------------------- registry and sizes
+# ---------------------------------------------------------------- 7. stochastic depth
+def resnet_sd(train: bool = True, batch: int = 8, image: tuple = (3, 32, 32), stem: int = 16,
+              stages: Sequence[tuple] = ((16, 3, 1), (32, 3, 2)), n_out: int = 10,
+              p_last: float = 0.5, seed: int = 0, lr: float = 0.01) -> Case:
+    """ResNet with stochastic depth (Huang et al. 2016, as Lasagne recipes write it):
+    basic blocks ``relu(bn(3x3(relu(bn(3x3 x)))) + s)`` per stage ``(channels, blocks,
+    stride)``.  When training, each identity block is ``ifelse(gate, block(x), x)`` on a
+    per-call gate (an ``int8`` input ``gates``, one per identity block, drawn by
+    ``make_args`` with survival probability falling linearly to ``p_last``), its running
+    batch-norm statistics updated only when the block runs; the graph is lazy, so the
+    C VM's walk depends on the gates.  Evaluation scales each identity block by its
+    survival probability (no ``ifelse``).  Inputs ``[inputs, gates, targets]``."""
+    from theano.ifelse import ifelse
+    net = _Net(seed)
+    x, y = _image_inputs()
+    gates = T.bvector("gates")
+    h = T.nnet.relu(net.batch_norm(net.conv(x, image[0], stem, 3, "stem", bias=False),
+                                   stem, "stem.bn", train))
+    c, gated = stem, 0
+    n_gated = sum(1 for s, (out, blocks, stride) in enumerate(stages) for b in range(blocks)
+                  if not (b == 0 and (stride != 1 or out != (stem if s == 0 else stages[s - 1][0]))))
+    survive = [1.0 - (1.0 - p_last) * (i + 1) / max(1, n_gated) for i in range(n_gated)]
+    for s, (out, blocks, stride) in enumerate(stages):
+        for b in range(blocks):
+            nm, st = f"s{s}b{b}", stride if b == 0 else 1
+            n_stats = len(net.stat_updates)
+
+            def cbn(inp, cin, cout, tag, stride_=1):
+                return net.batch_norm(net.conv(inp, cin, cout, 3, f"{nm}.{tag}", stride=stride_,
+                                               bias=False), cout, f"{nm}.{tag}.bn", train)
+            r = cbn(T.nnet.relu(cbn(h, c, out, "a", st)), out, out, "b")
+            if c == out and st == 1:        # identity block: dropped at random when training
+                if train:
+                    g = gates[gated]
+                    h = ifelse(g, T.nnet.relu(r + h), h)
+                    net.stat_updates[n_stats:] = [(v, ifelse(g, u, v))
+                                                  for v, u in net.stat_updates[n_stats:]]
+                else:
+                    h = T.nnet.relu(F(survive[gated]) * r + h)
+                gated += 1
+            else:
+                h = T.nnet.relu(r + cbn(h, c, out, "proj", st))
+            c = out
+    logits = net.dense(h.mean(axis=(2, 3)), c, n_out, "out")
+    image_args = _image_args(seed, batch, image, n_out)
+
+    def make_args(batch: int | None = None) -> list:
+        xs, ys = image_args(batch)
+        r = np.random.default_rng([seed, len(ys), 7])
+        return [xs, (r.random(n_gated) < np.array(survive)).astype("int8"), ys]
+    inputs = [x, gates, y] if train else [x, y]
+    return net.case("resnet_sd", inputs, logits, y, train, lr,
+                    make_args if train else image_args)
+
+
 BUILDERS: dict[str, Callable[..., Case]] = {
     "lenet": lenet, "resnet_bneck": resnet_bneck, "inception_net": inception_net,
-    "densenet": densenet, "lstm_seq": lstm_seq, "mlp_mnist": mlp_mnist}
+    "densenet": densenet, "lstm_seq": lstm_seq, "mlp_mnist": mlp_mnist, "resnet_sd": resnet_sd}
 
 
 def _variant(builder: Callable[..., Case], train: bool) -> Callable[..., Case]:
@@ -338,9 +393,10 @@ SIZES: dict[str, dict[str, dict]] = {
         "inception_net": dict(batch=4, image=(3, 8, 8), stem=4, modules=((2, 2, 3, 1, 2, 2),)),
         "densenet": dict(batch=4, image=(3, 8, 8), blocks=2, layers=3, growth=3),
         "lstm_seq": dict(batch=4, steps=5, n_in=6, n_hid=8),
-        "mlp_mnist": dict(batch=8, n_in=64, hidden=(32, 32))},
+        "mlp_mnist": dict(batch=8, n_in=64, hidden=(32, 32)),
+        "resnet_sd": dict(batch=4, image=(3, 8, 8), stem=4, stages=((4, 2, 1), (6, 2, 2)))},
     "small": {"lenet": {}, "resnet_bneck": {}, "inception_net": {}, "densenet": {},
-              "lstm_seq": {}, "mlp_mnist": {}},
+              "lstm_seq": {}, "mlp_mnist": {}, "resnet_sd": {}},
     "medium": {
         "lenet": dict(batch=32, image=(3, 32, 32), pad="half", dense=(256, 256),
                       convs=((32, 5, True), (64, 5, True), (96, 3, False), (96, 3, False),
@@ -352,7 +408,8 @@ SIZES: dict[str, dict[str, dict]] = {
             (40, 28, 56, 6, 16, 16), (64, 40, 80, 8, 32, 32))),
         "densenet": dict(batch=16, blocks=3, layers=8, growth=12),
         "lstm_seq": dict(batch=32, steps=40, n_in=64, n_hid=128),
-        "mlp_mnist": dict(batch=256)},
+        "mlp_mnist": dict(batch=256),
+        "resnet_sd": dict(batch=16, stem=16, stages=((16, 5, 1), (32, 5, 2), (64, 5, 2)))},
     "large": {
         "lenet": dict(batch=64, image=(3, 64, 64), pad="half", dense=(512, 512),
                       convs=((64, 5, True), (128, 5, True), (192, 3, False), (192, 3, False),
@@ -365,7 +422,8 @@ SIZES: dict[str, dict[str, dict]] = {
             (112, 144, 288, 32, 64, 64), (256, 160, 320, 32, 128, 128))),
         "densenet": dict(batch=32, blocks=3, layers=12, growth=12),     # DenseNet-40
         "lstm_seq": dict(batch=64, steps=100, n_in=128, n_hid=256),
-        "mlp_mnist": dict(batch=500)},
+        "mlp_mnist": dict(batch=500),
+        "resnet_sd": dict(batch=32, stem=16, stages=((16, 18, 1), (32, 18, 2), (64, 18, 2)))},
 }
 
 

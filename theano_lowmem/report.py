@@ -229,8 +229,12 @@ def _plans_lines(plans: dict) -> list:
                    f"{p['calls']:>6d}  {p['method']}{'  <- these inputs' if p['current'] else ''}")
         if p.get("arena_bytes") is not None:
             lb = p["arena_lower_bound"]
+            lazy = "conflicts" in str(p.get("arena_method", ""))
             out.append(f"  {'':<40s} arena {fmt_bytes(p['arena_bytes'])} for "
-                       f"{p['arena_values']} values (lower bound {fmt_bytes(lb)}, "
+                       f"{p['arena_values']} values"
+                       + (" placed for every branch (lazy graph)" if lazy else "")
+                       + f" (lower bound {fmt_bytes(lb)}"
+                       + (": values that may be live together" if lazy else "") + ", "
                        f"x{p['arena_bytes'] / lb if lb else 1.0:.3f}); "
                        + (f"{p['allocators']} value(s) allocate their own "
                           f"({fmt_bytes(p['allocator_bytes'])})" if p["probed"]

@@ -158,6 +158,10 @@ def fortran_masks(fgraph, order) -> dict:
                 m = 1 if kept != sorted(kept) else mask.get(node.inputs[0], 0)
             elif i in dmap:            # inplace: the very array of its input
                 m = mask.get(node.inputs[dmap[i][0]], 0)
+            elif type(op).__name__ == "IfElse":
+                # either branch's array (as_view) or its C-order copy (ifelse.py:259-282)
+                n = op.n_outs
+                m = mask.get(node.inputs[1 + i], 0) | mask.get(node.inputs[1 + n + i], 0)
             elif isinstance(op, Elemwise) or type(op).__name__ in ("Join", "Split"):
                 # Join: PyArray_Concatenate (basic.py:4382) keeps the inputs' stride order,
                 # so Fortran only when every input is; Split: Fortran when its input is
@@ -450,13 +454,20 @@ class LowMemLinker(VM_Linker):
         from .model import model_of_fgraph
         nodes = fgraph.apply_nodes
         lazy = sorted({type(n.op).__name__ for n in nodes if is_lazy_node(n)})
-        if lazy:                 # the executed order depends on data
-            raise _NoSharing(f"it has lazy op(s) {', '.join(lazy)}, whose executed order "
-                             f"depends on the data")
         if len(nodes) < 2:
             raise _NoSharing()
         kind = self._vm_kind()
         call_plan = call_plan and kind != "Stack"
+        if lazy:                 # the executed order depends on the data
+            if call_plan and kind == "CVM" and self._arena_on() and not supplied:
+                return self._plan_lazy(fgraph, lazy)
+            why = ("a Function.copy(share_memory=True) shares the original's cells" if supplied
+                   else "only the C VM's walk is modelled" if not (call_plan and kind == "CVM")
+                   else "with allow_gc=True and lowmem_arena=gc_off nothing is placed")
+            raise _NoSharing(f"it has lazy op(s) {', '.join(lazy)}, whose executed order "
+                             f"depends on the data, and its intermediates get an arena only "
+                             f"with the C VM, call-time plans and allow_gc=False or "
+                             f"lowmem_arena=always ({why})")
         if call_plan:
             # Call-time plans choose the order from exact sizes; link in Theano's own order
             # (the baseline every plan compares with), pinned so that every VM runs it.
@@ -526,6 +537,60 @@ class LowMemLinker(VM_Linker):
                 cell_groups=cell_groups, shape_feature=_shape_feature(fgraph),
                 arena_ids=arena_ids, arena_fortran=arena_fortran, input_views=input_views)
         return _Linked(order, moves, fresh, plan, planner_args)
+
+    def _plan_lazy(self, fgraph, lazy_ops) -> "_Linked":
+        """The plan of a graph with lazy nodes: Theano's order (the C VM's walk, which
+        depends on the data, is left alone) and an arena per call-time plan whose
+        placement holds for every branch the walk may take (:func:`~theano_lowmem.arena.
+        lazy_conflicts`).  The inputs and outputs of lazy ops other than ``IfElse`` stay
+        out of the arena."""
+        from .arena import lazy_conflicts
+        from .core import executed as core_executed
+        from .executed import _encode
+        from .model import _shape_feature, model_of_fgraph
+        # Pin the nodes every call runs (order.unconditional_nodes: never a node inside a
+        # branch, lazylinker_c.c:571-580 evaluates prerequisites unconditionally) in the
+        # order of the C VM's walk with every branch taken.  Without this chain a node
+        # needed by an output (a weight's gradient) but skipped by an untaken branch runs
+        # whenever that output is asked for, so almost every pair of values may be live
+        # together; with it, two such nodes always run in this order.
+        nodes = fgraph.toposort()
+        walk = core_executed.cvm_order(*_encode(fgraph, nodes, ordered_prereqs=False))
+        order = [nodes[i] for i in walk] if len(walk) == len(nodes) else nodes
+        _pin(fgraph, order)
+        model = model_of_fgraph(fgraph, order, sizes=False)
+        g = model.graph
+        vid = model.value_id
+        from theano.ifelse import IfElse
+        from .executed import is_lazy_node
+        never = self._never_shared(fgraph, model, order, {}, fortran=False)
+        for a in order:      # a lazy op other than IfElse: we do not know what it reads
+            if is_lazy_node(a) and not isinstance(a.op, IfElse):
+                for v in a.inputs + a.outputs:
+                    if v in vid:
+                        never.add(g.root(vid[v]))
+                        never.add(vid[v])
+        masks = fortran_masks(fgraph, order)
+        arena_ids = tuple(b for b in g.buffers if b not in never and
+                          isinstance(model.variables[b].type, TensorType) and
+                          not masks.get(model.variables[b], 0) & 1)
+        arena_fortran = {b: masks[model.variables[b]] >> 1 for b in arena_ids
+                         if masks.get(model.variables[b], 0)}
+        visible = set(fgraph.outputs)
+        input_views = tuple(v for v in range(g.n_values)
+                            if g.alias_of[v] >= 0 and g.producer[v] >= 0 and
+                            g.producer[g.root(v)] < 0 and model.variables[v] not in visible)
+        if not arena_ids:
+            raise _NoSharing(f"it has lazy op(s) {', '.join(lazy_ops)} and no intermediate "
+                             f"that can be placed in an arena")
+        conflicts = lazy_conflicts(fgraph, model, arena_ids)
+        planner_args = dict(
+            model=model, link_ids=range(len(order)),
+            extra_deps=_cell_constraints(model, []), cell_groups=[],
+            shape_feature=_shape_feature(fgraph), arena_ids=arena_ids,
+            arena_fortran=arena_fortran, input_views=input_views, lazy=conflicts,
+            lazy_ops=tuple(lazy_ops))
+        return _Linked(order, {}, [], None, planner_args)
 
     def _never_shared(self, fgraph, model, order, supplied: dict, fortran: bool = True) -> set:
         """Buffer roots that keep their own cell and never get arena bytes: what the

@@ -244,3 +244,136 @@ def check_arena(lifetimes: Sequence[Lifetime], plan: ArenaPlan) -> None:
                     raise ArenaError(f"buffers {a.buffer} (steps {a.start}-{a.end}) and "
                                      f"{b.buffer} (steps {b.start}-{b.end}) are live together "
                                      f"and overlap in bytes")
+
+
+# --------------------------------------------------------------------------- lazy graphs
+def _bits(x: int):
+    """The set bits of ``x``, lowest first."""
+    while x:
+        low = x & -x
+        yield low.bit_length() - 1
+        x ^= low
+
+
+def clique_bound(sizes: Sequence[int], conflicts: Sequence[int], active: Sequence[int],
+                 seeds: int = 64) -> int:
+    """A lower bound on any placement of ``active``: the bytes of a set of buffers that
+    pairwise conflict (they need disjoint bytes), grown greedily, largest first, from
+    each of the ``seeds`` largest buffers."""
+    by_size = sorted(active, key=lambda k: (-sizes[k], k))
+    mask = 0
+    for k in active:
+        mask |= 1 << k
+    best = 0
+    for seed in by_size[:seeds]:
+        cand, total = conflicts[seed] & mask, sizes[seed]
+        for k in by_size:
+            if cand >> k & 1:
+                total += sizes[k]
+                cand &= conflicts[k]
+        best = max(best, total)
+    return best
+
+
+def _best_fit_conflicts(items: Sequence[int], sizes: Sequence[int], conflicts: Sequence[int],
+                        align: int) -> tuple[dict[int, int], int]:
+    """Best-fit placement of ``items`` in that priority order, each in the smallest gap among
+    the placed buffers it conflicts with that fits it, else above them."""
+    offset: dict[int, int] = {}
+    ends: dict[int, int] = {}
+    placed = 0
+    top = 0
+    for k in items:
+        need = _round(sizes[k], align)
+        busy = sorted((offset[j], ends[j]) for j in _bits(conflicts[k] & placed))
+        best = None
+        cursor = 0
+        for o, ob in busy:
+            gap = o - cursor
+            if gap >= need and (best is None or gap < best[0]):
+                best = (gap, cursor)
+            if ob > cursor:
+                cursor = ob
+        off = best[1] if best is not None else cursor
+        offset[k], ends[k] = off, off + need
+        placed |= 1 << k
+        top = max(top, off + need)
+    return offset, top
+
+
+def place_conflicts(ids: Sequence[int], sizes: Sequence[int], conflicts: Sequence[int],
+                    active: Sequence[int], *, order: Sequence[int] | None = None,
+                    align: int = ALIGN) -> ArenaPlan:
+    """Offsets for buffers given by a conflict graph instead of lifetimes (lazy graphs).
+
+    Parameters
+    ----------
+    ids : sequence of int
+        Buffer id of each index (the offsets are keyed by id).
+    sizes : sequence of int
+        Bytes per index.
+    conflicts : sequence of int
+        Per index, the bit set of indices it may be live with
+        (:func:`theano_lowmem.core.conflicts.conflict_sets`).
+    active : sequence of int
+        The indices to place (the others are ignored).
+    order : sequence of int, optional
+        A priority by position (e.g. the writers' topological order): a second
+        best fit in that order is tried, as the "live range" placement is.
+
+    The lower bound is :func:`clique_bound`; the method is ``"size (conflicts)"`` or
+    ``"order (conflicts)"``.
+
+    Examples
+    --------
+    >>> # 0 and 2 may share, 1 conflicts with both
+    >>> p = place_conflicts([10, 11, 12], [100, 100, 100], [0b010, 0b101, 0b010], [0, 1, 2])
+    >>> p.offset[10] == p.offset[12] != p.offset[11], p.size, p.lower_bound
+    (True, 256, 200)
+    """
+    if align <= 0:
+        raise ValueError(f"align must be positive, got {align}")
+    items = [k for k in active if sizes[k] > 0]
+    mask = 0
+    for k in items:
+        mask |= 1 << k
+    conf = {k: conflicts[k] & mask for k in items}
+    confl = [conf.get(k, 0) for k in range(len(sizes))]
+    candidates = [("size (conflicts)", sorted(items, key=lambda k: (-sizes[k], k)))]
+    if order is not None:
+        pos = {k: i for i, k in enumerate(order)}
+        candidates.append(("order (conflicts)",
+                           sorted(items, key=lambda k: (pos.get(k, len(pos)), -sizes[k], k))))
+    best = None
+    for method, seq in candidates:
+        offset, top = _best_fit_conflicts(seq, sizes, confl, align)
+        if best is None or top < best[1]:
+            best = (offset, top, method)
+    offset, top, method = best if best is not None else ({}, 0, "size (conflicts)")
+    out = {ids[k]: off for k, off in offset.items()}
+    out.update((ids[k], 0) for k in active if sizes[k] <= 0)
+    return ArenaPlan(out, top, clique_bound(sizes, confl, items), method, align)
+
+
+def check_arena_conflicts(ids: Sequence[int], sizes: Sequence[int], conflicts: Sequence[int],
+                          active: Sequence[int], plan: ArenaPlan) -> None:
+    """Raise :class:`ArenaError` unless every active buffer is placed, aligned, inside the
+    arena, and no two conflicting buffers overlap in bytes."""
+    act = set(active)
+    for k in act:
+        if ids[k] not in plan.offset:
+            raise ArenaError(f"buffer {ids[k]} has no offset")
+        o = plan.offset[ids[k]]
+        if sizes[k] > 0 and (o % plan.align or o < 0 or o + sizes[k] > plan.size):
+            raise ArenaError(f"buffer {ids[k]} at [{o}, {o + sizes[k]}) is misaligned or "
+                             f"outside the arena of {plan.size} B")
+    for k in act:
+        if sizes[k] <= 0:
+            continue
+        ok = plan.offset[ids[k]]
+        for j in _bits(conflicts[k]):
+            if j in act and sizes[j] > 0 and j != k:
+                oj = plan.offset[ids[j]]
+                if ok < oj + sizes[j] and oj < ok + sizes[k]:
+                    raise ArenaError(f"buffers {ids[k]} and {ids[j]} may be live together "
+                                     f"and overlap in bytes")
