@@ -222,3 +222,26 @@ def test_reverse_freed_valid_and_sometimes_best():
         assert all(pos[p] < pos[n] for n in range(g.n_nodes) for p in preds[n])
         hits += fast_peak(mem_tables(g), o) == min(memory.peak(g, x) for x in topological_orders(g))
     assert hits >= 60, hits
+
+
+@settings(max_examples=80, deadline=None)
+@given(graph_and_order(max_nodes=12), st.data())
+def test_trace_update_after_move_equals_fresh_tables(go, data):
+    """After any valid single-node move, the incrementally updated step tables equal tables
+    built from scratch, and their bytes equal ``memory.simulate`` of the moved order."""
+    g, order = go
+    t = mem_tables(g)
+    preds = preds_of(g)
+    a = data.draw(st.integers(0, g.n_nodes - 1))
+    lo = max((i + 1 for i, n in enumerate(order) if n in preds[order[a]]), default=0)
+    hi = min((i - 1 for i, n in enumerate(order) if order[a] in preds[n]), default=g.n_nodes - 1)
+    b = data.draw(st.integers(lo, hi))
+    tr = _Trace(g, t, list(order))
+    tr.move(g, t, a, b)
+    new = moved(order, a, b)
+    fresh = _Trace(g, t, new)
+    assert tr.order == new
+    for name in ("pos", "last", "free", "during", "after", "first_succ", "last_pred"):
+        assert getattr(tr, name) == getattr(fresh, name), name
+    sim = memory.simulate(g, new)
+    assert tr.during == list(sim.during) and tr.after == list(sim.after)

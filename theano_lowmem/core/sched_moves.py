@@ -45,14 +45,49 @@ class _Trace:
         self.order, self.pos, self.last, self.free = order, pos, last, free
         self.during, self.after, self.first_succ, self.last_pred = during, after, first_succ, last_pred
 
+    def move(self, graph: Graph, t: MemTables, a: int, b: int) -> int:
+        """Move ``order[a]`` to position ``b`` and update the tables of the steps between;
+        return the work done (steps and edges touched)."""
+        order, pos, last, free = self.order, self.pos, self.last, self.free
+        lo, hi = min(a, b), max(a, b)
+        order.insert(b, order.pop(a))
+        span = order[lo:hi + 1]
+        for j, v in enumerate(span, lo):
+            pos[v] = j
+        work = hi - lo + 1
+        for j in range(lo, hi + 1):
+            free[j] = 0
+        for c in {c for v in span for c in t.reads[v]}:
+            rd = t.readers[c]
+            last[c] = j = max(pos[r] for r in rd)
+            work += len(rd)
+            if lo <= j <= hi:
+                free[j] += t.size[c]
+        live = self.after[lo - 1] if lo else 0
+        n = len(order)
+        for j, v in enumerate(span, lo):
+            self.during[j] = live + t.spike[v]
+            live += t.alloc[v] - free[j]
+            self.after[j] = live
+        touched = set(span)
+        for v in span:
+            touched.update(graph.preds[v])
+            touched.update(graph.succs[v])
+        for v in touched:
+            j = pos[v]
+            self.first_succ[j] = min((pos[x] for x in graph.succs[v]), default=n)
+            self.last_pred[j] = max((pos[x] for x in graph.preds[v]), default=-1)
+            work += len(graph.succs[v]) + len(graph.preds[v])
+        return work
+
 
 def move_pass(graph: Graph, t: MemTables, order: Sequence[int], budget: Budget
               ) -> tuple[list[int], bool]:
     """Apply improving single-node moves to ``order`` until none helps or ``budget``
     runs out; return the new order and whether it changed.
 
-    Work: 1 unit per step re-evaluated, and ``MemTables.edges`` per move taken (the
-    step tables are rebuilt).
+    Work: ``MemTables.edges`` for the step tables, then 1 unit per step re-evaluated
+    and per step and edge of the tables updated after a move.
 
     Examples
     --------
@@ -71,13 +106,9 @@ def move_pass(graph: Graph, t: MemTables, order: Sequence[int], budget: Budget
         move = _find_move(graph, t, tr, budget)
         if move is None:
             break
-        a, b = move
-        v = order.pop(a)
-        order.insert(b, v)
+        budget.spend(tr.move(graph, t, *move))
         changed = True
-        budget.spend(t.edges)
-        tr = _Trace(graph, t, order)
-    return order, changed
+    return tr.order, changed
 
 
 def _find_move(graph: Graph, t: MemTables, tr: _Trace, budget: Budget) -> tuple[int, int] | None:

@@ -4,12 +4,15 @@
 best: the baseline order (what Theano would run); Liu's exact algorithm when
 the graph is an in-forest (:func:`.sched_exact.tree_schedule`; when only extra
 dependencies spoil the forest, Liu's order repaired to respect them); the fast
-heuristics of :mod:`.sched_heuristics` (XLA list / DFS / post-order, Inductor
-LPMF / BFS / DFS, Kahn); then exact search (:mod:`.sched_exact`) on the whole
+heuristics of :mod:`.sched_heuristics` (XLA list / DFS / post-order, the list
+scheduler run from the end, Inductor LPMF / BFS / DFS, Kahn); then single-node
+moves across the peak (:mod:`.sched_moves`) from the two best of them; then exact
+search (:mod:`.sched_exact`) on the whole
 graph when it is small, otherwise on the segment between two cut nodes that
 holds the peak step, otherwise on windows of the best order around the peak
 step, growing until a whole sweep of sizes finds nothing better (a local
-optimum); there, one anytime depth-first branch and bound of the peak step's
+optimum); there, the moves again if the windows changed the order, then one
+anytime depth-first branch and bound of the peak step's
 segment (:meth:`.sched_exact._Window.search_dfs`) spends most of the budget left
 looking for a lower peak, and the windows polish what it finds.  Candidates are scored with :func:`.sched_model.fast_trace`, which the
 tests check against :func:`~.memory.simulate`, so bytes live across a window or
@@ -65,6 +68,12 @@ SEGMENT_SHARE = 2
 #: with the rest.
 DFS_SHARE = 3
 DFS_WORK_PER_EDGE = 400
+#: Single-node moves (:mod:`.sched_moves`) start from this many best distinct candidates,
+#: each with at most ``1 / MULTI_START_SHARE`` of the budget left; the windows polish the
+#: best result.  The list heuristics' local optima differ a lot on irregular graphs, and the
+#: best start is often not the best after the moves (``benchmarks/bench_ordering.py``).
+MULTI_START = 2
+MULTI_START_SHARE = 8
 
 
 @dataclass(frozen=True)
@@ -73,8 +82,8 @@ class Schedule:
 
     ``order``: node ids, a valid order of the graph; ``peak`` ==
     ``memory.peak(graph, order)``; ``method``: the candidate it came from
-    (``'baseline'``, ``'tree'``, ``'tree+deps'``, a heuristic name, ``'exact'``, ``'segment'``, ``'window'``,
-    ``'dfs'``);
+    (``'baseline'``, ``'tree'``, ``'tree+deps'``, a heuristic name, a heuristic name + ``'+moves'``,
+    ``'moves'``, ``'exact'``, ``'segment'``, ``'window'``, ``'dfs'``);
     ``optimal``: proven optimal; ``lower_bound``: proven lower bound on the optimum;
     ``baseline_peak``: peak of the given baseline; ``elapsed``: seconds spent;
     ``work``: work units spent (deterministic); ``capped``: the wall-clock safety cap
@@ -194,12 +203,38 @@ def schedule(graph: Graph, *, baseline: Sequence[int] | None = None, time_budget
             budget.spend(cost)
     best_peak, _, method, best = min(cands)
     optimal = best_peak <= lower
+    if not optimal and tree is None and graph.n_nodes:
+        best_peak, method, best = _multi_start(graph, tables, cands, budget)
+        optimal = best_peak <= lower
     if not optimal and graph.n_nodes:
         best, best_peak, method, optimal, lower = _improve(
             graph, tables, best, best_peak, method, lower, exact_max_nodes, budget)
     best_peak = fast_peak(tables, best)
     return Schedule(tuple(best), best_peak, method, optimal, min(lower, best_peak), base_peak,
                     time.perf_counter() - t0, budget.spent, budget.capped)
+
+
+def _multi_start(graph: Graph, tables: MemTables, cands: list, budget: Budget
+                 ) -> tuple[int, str, list[int]]:
+    """Single-node moves from each of the ``MULTI_START`` best distinct candidates (by
+    peak, then rank), each with at most ``1 / MULTI_START_SHARE`` of the budget left:
+    the best result's ``(peak, method, order)`` (ties: the better start)."""
+    seen, out = set(), []
+    share = budget.left() // MULTI_START_SHARE
+    for peak_, rank, name, order in sorted(cands):
+        if len(seen) == MULTI_START or budget.left() < tables.edges:
+            break
+        if tuple(order) in seen:
+            continue
+        seen.add(tuple(order))
+        sub = Budget(share, budget.cap)
+        new, changed = move_pass(graph, tables, order, sub)
+        budget.spend(sub.spent)
+        budget.capped |= sub.capped
+        out.append((fast_peak(tables, new), len(out), name + "+moves" if changed else name, new))
+        budget.spend(tables.edges // 4)
+    best_peak, _, method, best = min(out or [min(cands)])
+    return best_peak, method, best
 
 
 def _improve(graph: Graph, tables: MemTables, best: list[int], best_peak: int, method: str,
@@ -213,7 +248,9 @@ def _improve(graph: Graph, tables: MemTables, best: list[int], best_peak: int, m
     lowers the peak or the number of steps at the peak and restarts the sweep at the
     smallest width; when no window around the peak step helps, the width doubles up
     to the segment's size, and a sweep that ends without success is a local optimum:
-    then one depth-first search of the peak step's segment (at most ``DFS_SHARE / 4`` of the
+    then single-node moves (:func:`.sched_moves.move_pass`, first run before the windows)
+    if a window changed the order since they last ran, restarting the sweep if they help;
+    else one depth-first search of the peak step's segment (at most ``DFS_SHARE / 4`` of the
     budget left, and ``DFS_WORK_PER_EDGE`` units per node and edge) looks for a lower peak:
     if it finds one, the sweep restarts from it (the depth-first search is not run again),
     else the search stops, whatever budget is left.  Each window may spend at most
