@@ -45,6 +45,7 @@ def main(argv=None) -> None:
     ap.add_argument("--graphs", type=int, default=40, help="graphs per family")
     ap.add_argument("--exact-budget", type=float, default=20.0)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--verbose", action="store_true", help="one line per graph")
     a = ap.parse_args(argv)
     print(f"{'family':<22s} {'graphs':>6s} {'proven':>6s} {'<=3%':>6s} {'<=5%':>6s} "
           f"{'max':>7s} {'mean':>7s} {'plan ms (median)':>16s}")
@@ -62,10 +63,15 @@ def main(argv=None) -> None:
             best = min(ref.peak, ours.peak)
             # proven: either side says optimal, or the search proved nothing lies below ours
             # (``ref.lower_bound``: it searches strictly below ``upper_bound=ours.peak``)
-            if ref.optimal or ours.optimal or ref.lower_bound >= best:
+            proven = ref.optimal or ours.optimal or ref.lower_bound >= best
+            if proven:
                 ratios.append(ours.peak / best)
             else:
                 unproven.append(ours.peak / max(1, ref.lower_bound))
+            if a.verbose:
+                print(f"  {name[:12]} #{i:<2d} nodes {g.n_nodes:3d}  ours {ours.peak / L:5.0f} L "
+                      f"({ours.method})  exact {ref.peak / L:5.0f} L  lower bound "
+                      f"{ref.lower_bound / L:5.1f} L  {'proven' if proven else 'unproven'}")
         k = len(ratios)
         w3 = sum(r <= 1.03 for r in ratios) / max(1, k)
         w5 = sum(r <= 1.05 for r in ratios) / max(1, k)

@@ -149,9 +149,11 @@ def _later(t: MemTables, tr: _Trace, a: int, p: int, peak: int, budget: Budget
     live = tr.after[a - 1] if a else 0
     held, mx, best, best_val = 0, 0, None, peak
     spike, alloc = t.spike, t.alloc
+    steps = 1 + len(t.reads[v])
     for j in range(a + 1, stop):
         u = order[j]
         d = live + spike[u]
+        steps += 1
         if d >= peak:
             break
         if d > mx:
@@ -163,7 +165,7 @@ def _later(t: MemTables, tr: _Trace, a: int, p: int, peak: int, budget: Budget
             val = max(mx, live + spike[v])
             if val < best_val or (val == best_val and best is not None):
                 best, best_val = j, val
-    budget.spend(stop - a)
+    budget.spend(steps)
     return best, best_val
 
 
@@ -192,15 +194,17 @@ def _earlier(t: MemTables, tr: _Trace, a: int, p: int, peak: int, budget: Budget
         live = tr.after[b - 1] if b else 0
         mx = live + t.spike[v]
         live += t.alloc[v] - fv
+        steps = 1 + len(t.reads[v])
         for j in range(b, a):
             if mx >= peak:
                 break
+            steps += 1
             u = order[j]
             d = live + t.spike[u]
             if d > mx:
                 mx = d
             live += t.alloc[u] - free[j] - moved.get(j, 0)
-        budget.spend(a - b + 1)
+        budget.spend(steps)
         if mx < best_val:
             best, best_val = b, mx
     return best, best_val
