@@ -87,7 +87,8 @@ def move_pass(graph: Graph, t: MemTables, order: Sequence[int], budget: Budget
     runs out; return the new order and whether it changed.
 
     Work: ``MemTables.edges`` for the step tables, then 1 unit per step re-evaluated
-    and per step and edge of the tables updated after a move.
+    and per step and edge of the tables updated after a move; nothing when ``budget``
+    has less than twice ``MemTables.edges`` left.
 
     Examples
     --------
@@ -99,9 +100,11 @@ def move_pass(graph: Graph, t: MemTables, order: Sequence[int], budget: Budget
     (17, 10, True)
     """
     order = list(order)
-    changed = False
+    if budget.left() < 2 * t.edges:                # not even the tables and one scan
+        return order, False
     budget.spend(t.edges)
     tr = _Trace(graph, t, order)
+    changed = False
     while not budget.exhausted:
         move = _find_move(graph, t, tr, budget)
         if move is None:

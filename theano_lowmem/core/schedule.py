@@ -203,26 +203,28 @@ def schedule(graph: Graph, *, baseline: Sequence[int] | None = None, time_budget
             budget.spend(cost)
     best_peak, _, method, best = min(cands)
     optimal = best_peak <= lower
+    settled = False                        # the moves ran on ``best`` to a local optimum
     if not optimal and tree is None and graph.n_nodes:
-        best_peak, method, best = _multi_start(graph, tables, cands, budget)
+        best_peak, method, best, settled = _multi_start(graph, tables, cands, budget)
         optimal = best_peak <= lower
     if not optimal and graph.n_nodes:
         best, best_peak, method, optimal, lower = _improve(
-            graph, tables, best, best_peak, method, lower, exact_max_nodes, budget)
+            graph, tables, best, best_peak, method, lower, exact_max_nodes, budget, settled)
     best_peak = fast_peak(tables, best)
     return Schedule(tuple(best), best_peak, method, optimal, min(lower, best_peak), base_peak,
                     time.perf_counter() - t0, budget.spent, budget.capped)
 
 
 def _multi_start(graph: Graph, tables: MemTables, cands: list, budget: Budget
-                 ) -> tuple[int, str, list[int]]:
+                 ) -> tuple[int, str, list[int], bool]:
     """Single-node moves from each of the ``MULTI_START`` best distinct candidates (by
     peak, then rank), each with at most ``1 / MULTI_START_SHARE`` of the budget left:
-    the best result's ``(peak, method, order)`` (ties: the better start)."""
+    the best result's ``(peak, method, order, moves ran to a local optimum)`` (ties: the
+    better start)."""
     seen, out = set(), []
     share = budget.left() // MULTI_START_SHARE
     for peak_, rank, name, order in sorted(cands):
-        if len(seen) == MULTI_START or budget.left() < tables.edges:
+        if len(seen) == MULTI_START or share < 2 * tables.edges:
             break
         if tuple(order) in seen:
             continue
@@ -231,14 +233,16 @@ def _multi_start(graph: Graph, tables: MemTables, cands: list, budget: Budget
         new, changed = move_pass(graph, tables, order, sub)
         budget.spend(sub.spent)
         budget.capped |= sub.capped
-        out.append((fast_peak(tables, new), len(out), name + "+moves" if changed else name, new))
-        budget.spend(tables.edges // 4)
-    best_peak, _, method, best = min(out or [min(cands)])
-    return best_peak, method, best
+        out.append((fast_peak(tables, new) if changed else peak_, len(out),
+                    name + "+moves" if changed else name, new, not sub.exhausted))
+        budget.spend(tables.edges // 4 if changed else 0)
+    best_peak, _, method, best, settled = min(out or [(*min(cands), False)])
+    return best_peak, method, best, settled
 
 
 def _improve(graph: Graph, tables: MemTables, best: list[int], best_peak: int, method: str,
-             lower: int, max_nodes: int, budget: Budget) -> tuple[list[int], int, str, bool, int]:
+             lower: int, max_nodes: int, budget: Budget, settled: bool = False
+             ) -> tuple[list[int], int, str, bool, int]:
     """Exact search on the cut segment holding the peak step, else on windows around it.
 
     A segment ``[lo, hi)`` between cut positions has a forced prefix, so its own
@@ -269,10 +273,10 @@ def _improve(graph: Graph, tables: MemTables, best: list[int], best_peak: int, m
     moved = False          # the single-node moves ran on the current order and found nothing
     during = after = pos = []
 
-    def moves() -> bool:
+    def moves(run: bool = True) -> bool:
         """Single-node moves on ``best`` (:mod:`.sched_moves`); refresh the step tables."""
         nonlocal best, best_peak, method, during, after, pos
-        order, changed = move_pass(graph, tables, best, budget)
+        order, changed = move_pass(graph, tables, best, budget) if run else (best, False)
         if changed:
             best, method = order, "moves"
         during, after = fast_trace(tables, best)
@@ -282,7 +286,7 @@ def _improve(graph: Graph, tables: MemTables, best: list[int], best_peak: int, m
             pos[v] = i
         return changed
 
-    moves()
+    moves(not settled)                    # ``settled``: they already ran to a local optimum
     moved = True
     while not budget.exhausted:
         p = during.index(best_peak)
