@@ -437,6 +437,8 @@ class CallPlanner:
         # the shape tape is built at the first call (a function never called costs nothing)
         self.program = None
         self.program_seconds = 0.0
+        # set at the first call; until then, as if the shape graphs read input values
+        self.shape_cells, self.value_cells = [], [None]
         self.signature = self._first_signature
         self.budget = 0
         self.action = "warn"
@@ -659,6 +661,7 @@ class PlannedVM:
         base = planner.base_vm
         self.__dict__.update(_planner=planner, _vm=base, plans=OrderedDict(),
                              misses=0, evicted=0, _evicted_calls=0, failed=None, name=name,
+                             _hold=False, _held=None,
                              _own_error=False, current=None, _sig=planner.signature,
                              _max=int(_flag("lowmem_plan_cache", 4)),
                              # read by Function.__call__ on every call (function_module.py:
@@ -694,19 +697,25 @@ class PlannedVM:
         d = self.__dict__
         d["_own_error"] = False
         if d["failed"] is None:
-            try:
-                sig = d["_sig"]()
-            except Exception as exc:   # e.g. a missing input: let the VM report it
-                sig = ("unreadable", type(exc).__name__)
-            if d["_sig"] is not d["_planner"].signature:    # after the first call's set-up
-                d["_sig"] = d["_planner"].signature
-            plan = d["current"]
-            if plan is None or plan.signature != sig:
-                plan = self._select(sig)
+            plan = d["_held"]
+            if plan is None:
+                try:
+                    sig = d["_sig"]()
+                except Exception as exc:   # e.g. a missing input: let the VM report it
+                    sig = ("unreadable", type(exc).__name__)
+                planner = d["_planner"]
+                if d["_sig"] is not planner.signature:    # after the first call's set-up
+                    d["_sig"] = planner.signature
+                plan = d["current"]
+                if plan is None or plan.signature != sig:
+                    plan = self._select(sig)
+                if plan is not None:
+                    if plan.over_budget:
+                        self._over_budget(plan)
+                    if d["_hold"] and not planner.value_cells:   # see hold_inner_plans
+                        d["_held"] = plan
             if plan is not None:
                 plan.calls += 1
-                if plan.over_budget:
-                    self._over_budget(plan)
                 arena = plan.arena
                 if arena is not None:
                     # gc off: the views stay in the cells; gc on: the VM emptied them
@@ -804,6 +813,40 @@ class PlannedVM:
         self._leave_arena()
         self.plans.clear()
         self.__dict__.update(_vm=self._planner.base_vm, current=None)
+
+
+def hold_inner_plans(nodes, thunks) -> list:
+    """``thunks`` with each Scan node's thunk wrapped so that, while it runs, its inner
+    function reads its signature at the first step only.
+
+    Scan's Python loop (scan_op.py:1122-1560, ``Scan.execute``) calls the inner VM once
+    per step; the inner inputs are slices of the same sequences and of the same
+    preallocated outputs, and non-sequences set once before the loop (lines 1210-1225),
+    so their shapes and layouts do not change between the steps of one execution.  An
+    inner function whose shape graphs read input *values* (``value_cells``) reads at
+    every step.  The hold ends when the thunk returns or raises.  Only Python thunks
+    (Scan's, without ``cthunk``) are wrapped, once."""
+    from theano.scan_module.scan_op import Scan
+    out = list(thunks)
+    for i, (node, th) in enumerate(zip(nodes, thunks)):
+        if not isinstance(node.op, Scan) or hasattr(th, "cthunk") or \
+                getattr(th, "_lowmem_hold", False):
+            continue
+        pv = planned_vm(getattr(node.op, "fn", None))
+        if pv is None:
+            continue
+
+        def held(th=th, d=pv.__dict__):
+            d["_hold"] = True
+            try:
+                return th()
+            finally:
+                d["_hold"] = False
+                d["_held"] = None
+        held.__dict__.update(getattr(th, "__dict__", {}))
+        held._lowmem_hold = True
+        out[i] = held
+    return out
 
 
 def release_shared_cells(cells) -> None:

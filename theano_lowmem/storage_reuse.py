@@ -663,6 +663,8 @@ class LowMemLinker(VM_Linker):
 
     def make_vm(self, nodes, thunks, input_storage, output_storage, storage_map,
                 post_thunk_clear, computed, compute_map, updated_vars):
+        from .callplan import hold_inner_plans
+        thunks = hold_inner_plans(nodes, thunks)   # scan steps: one signature read per run
         if self._capture:   # the base VM: call-time plans build theirs from the same arguments
             self._capture = False
             self._vm_args = dict(nodes=nodes, thunks=thunks, input_storage=input_storage,
