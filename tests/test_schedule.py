@@ -91,8 +91,9 @@ def test_schedulers_equal_brute_force_on_random_dags():
     """On every random DAG of 5-9 nodes, ``schedule`` (default budget, whole-graph exact
     search), ``schedule`` forced onto its window/segment search (``exact_max_nodes=2``) and
     ``exact_schedule`` reach the brute-force optimum: a rate of 300/300 for each, asserted.
-    The fast heuristics alone are not exact: the best of them reaches it on 83% of 400
-    graphs, and ``schedule(time_budget=0)`` (first heuristic or tree only) on 52%; the test
+    The fast heuristics alone are not exact: the best of them reaches it on 91% of 300
+    graphs (83% before the reverse list heuristic), and ``schedule(time_budget=0)`` (first
+    heuristic or tree only) on 53%; the test
     asserts those rates stay within a few points, so that the three exact paths above are
     tested on graphs where heuristics do not already give the answer."""
     hits = dict(schedule=0, windows=0, exact=0, best_heuristic=0, budget0=0)
@@ -480,9 +481,9 @@ def test_depth_first_is_anytime_and_exact_when_finished(seed):
 
 def test_call_budget_quality_on_randwire_cells():
     """At the call-time budget, ``schedule`` on 30-node RandWire cells with mixed sizes
-    (as ``benchmarks/bench_ordering.py``) is within 3% of the DP optimum on 5 of 6 and
-    within 5% on all (before the depth-first search and the narrow first windows: 3 of 6
-    within 3%, worst 14.7% above)."""
+    (as ``benchmarks/bench_ordering.py``) is within 3% of the DP optimum on all 6 (5 of 6
+    before the reverse list heuristic and the single-node moves; 3 of 6, worst 14.7% above,
+    before the depth-first search and the narrow first windows)."""
     from theano_lowmem.callplan import call_budget
     import random
     ratios = []
@@ -495,4 +496,4 @@ def test_call_budget_quality_on_randwire_cells():
         assert s.peak == memory.peak(g, s.order)
         best = downset_optimum(g, max_states=200_000)[0]
         ratios.append(s.peak / best)
-    assert sum(r <= 1.03 for r in ratios) >= 5 and max(ratios) <= 1.05, ratios
+    assert sum(r <= 1.03 for r in ratios) == 6, ratios

@@ -10,6 +10,8 @@ References
 XLA ``xla/service/hlo_memory_scheduler.cc``: ``ListMemoryScheduler`` (priority =
 bytes freed - bytes defined, then user count), ``DFSMemoryScheduler`` (operands
 with more extra users, then larger cumulative sizes, first), ``PostOrderMemoryScheduler``.
+:func:`reverse_freed` is the list scheduler run from the end (the best single start on
+the irregular graphs of ``benchmarks/bench_ordering.py``).
 PyTorch ``torch/_inductor/memory.py``: ``topological_sort_lpmf`` (least peak
 memory first), ``topological_sort_bfs``, ``topological_sort_dfs``.
 """
