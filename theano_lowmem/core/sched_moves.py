@@ -121,6 +121,7 @@ def _find_move(graph: Graph, t: MemTables, tr: _Trace, budget: Budget) -> tuple[
     peak = max(during)
     n = len(during)
     for p in (i for i in range(n) if during[i] == peak):
+        budget.spend(n // 8 + 1)                   # the candidates' checks below
         for a in range(p, -1, -1):                 # later: from a <= p to b >= p
             if tr.first_succ[a] > p + (a == p):
                 b = _later(t, tr, a, p, peak, budget)[0]
