@@ -439,6 +439,7 @@ class CallPlanner:
         self.program_seconds = 0.0
         # set at the first call; until then, as if the shape graphs read input values
         self.shape_cells, self.value_cells = [], [None]
+        self._cvm = None            # builds the plans' C VMs (made at the first new order)
         self.signature = self._first_signature
         self.budget = 0
         self.action = "warn"
@@ -579,6 +580,14 @@ class CallPlanner:
         from .order import OrderFeature
         nodes = [self.model.nodes[i] for i in order]
         feature = next(f for f in self.fgraph._features if isinstance(f, OrderFeature))
+        if self.linker.use_cloop and type(self.base_vm).__name__ == "CVM":
+            if self._cvm is None:
+                self._cvm = _CVMFactory(self.linker, self.fgraph, self.vm_args, feature)
+            vm = self._cvm.build(nodes)
+            if vm is not None:
+                vm.storage_map = self.vm_args["storage_map"]     # as make_all (vm.py:1144)
+                vm.compute_map = self.vm_args["compute_map"]
+                return vm
         args = dict(self.vm_args)
         if not self.linker.use_cloop:          # Loop / LoopGC run their node list
             pos = {a: i for i, a in enumerate(args["nodes"])}
@@ -596,6 +605,96 @@ class CallPlanner:
         vm.storage_map = args["storage_map"]          # as VM_Linker.make_all does (vm.py:1144-1145)
         vm.compute_map = args["compute_map"]
         return vm
+
+
+class _CVMFactory:
+    """Builds a plan's C VM over the linked thunks and cells.
+
+    ``VM_Linker.make_vm`` (vm.py:898-1011) computes the CVM's arguments from the node
+    list, the cells and ``fgraph.orderings()``; only ``node_prereqs`` depends on the order
+    (``compute_gc_dependencies``, vm.py:825-866, reads the clients only).  This computes
+    the rest once and, per order, the prerequisites exactly as ``make_vm`` would get them
+    with the order pinned: the other features' orderings (DestroyHandler's) merged with
+    the fewest prerequisites that make the C VM walk the order
+    (:meth:`theano_lowmem.order.OrderFeature._cvm_orderings`: ``cvm_prereqs``, or the
+    full chain if its replica walk does not give the order), as sorted sets of variable
+    indices (vm.py:958-968).  ``build`` returns None when the graph is lazy (the order
+    feature gives its chain there; ``make_vm`` is used)."""
+
+    def __init__(self, linker, fgraph, args: dict, feature) -> None:
+        from .executed import is_lazy_node
+        from .order import _cvm_encoding
+        nodes = list(args["nodes"])
+        self.nodes, self.thunks = nodes, args["thunks"]
+        self.lazy = any(is_lazy_node(n) for n in nodes)
+        self.allow_gc = linker.allow_gc
+        storage_map, compute_map = args["storage_map"], args["compute_map"]
+        self.pre_call_clear = [storage_map[v] for v in linker.no_recycling]
+        self.enc = enc = _cvm_encoding(fgraph, nodes, feature)     # make_vm's numbering
+        vars_idx: dict = {}
+        for node in nodes:
+            for v in node.inputs + node.outputs:
+                vars_idx.setdefault(v, len(vars_idx))
+        for v in fgraph.inputs + fgraph.outputs:
+            vars_idx.setdefault(v, len(vars_idx))
+        inv = [None] * len(vars_idx)
+        for v, i in vars_idx.items():
+            inv[i] = v
+        self.node_idx = {n: i for i, n in enumerate(nodes)}
+        deps = linker.compute_gc_dependencies(storage_map)
+        base_io, n_in, n_out, in_off, out_off = [], [], [], [], []
+        for node in nodes:
+            ins = [vars_idx[v] for v in node.inputs]
+            outs = [vars_idx[v] for v in node.outputs]
+            n_in.append(len(ins))
+            n_out.append(len(outs))
+            in_off.append(len(base_io))
+            base_io.extend(ins)
+            out_off.append(len(base_io))
+            base_io.extend(outs)
+        var_owner = [None] * len(vars_idx)
+        for v, i in vars_idx.items():
+            if v.owner:
+                var_owner[i] = self.node_idx[v.owner]
+        output_vars = [vars_idx[v] for v in fgraph.outputs]
+        upd = {vars_idx[o]: vars_idx[i] for i, o in args["updated_vars"].items()}
+        self.kw = dict(
+            compute_map_list=[compute_map[v] for v in inv],
+            storage_map_list=[storage_map[v] for v in inv],
+            base_input_output_list=base_io, node_n_inputs=n_in, node_n_outputs=n_out,
+            node_input_offset=in_off, node_output_offset=out_off, var_owner=var_owner,
+            is_lazy_list=[int(th.lazy) for th in self.thunks], output_vars=output_vars,
+            update_storage=[upd[o] for o in output_vars if o in upd],
+            dependencies=[[vars_idx[d] for d in deps[v]] for v in inv])
+        self.other = [set(p) for p in enc[3]]        # DestroyHandler's (and others')
+
+    def prereqs(self, order_nodes: Sequence[Any]) -> list:
+        """``node_prereqs`` for the VM that runs ``order_nodes`` (every node once)."""
+        from .core.prereqs import cvm_prereqs
+        target = [self.node_idx[n] for n in order_nodes]
+        pred, walked, _ = cvm_prereqs(target, *self.enc)
+        if walked == target:
+            ours = {i: pred[i] for i in target if pred[i] >= 0}
+        else:                                   # the chain, as OrderFeature falls back to
+            ours = {b: a for a, b in zip(target, target[1:])}
+        node_outputs = self.enc[1]
+        out = []
+        for i in range(len(self.nodes)):
+            p = self.other[i]
+            if i in ours:
+                p = p | set(node_outputs[ours[i]])
+            out.append(sorted(p))
+        return out
+
+    def build(self, order_nodes: Sequence[Any]):
+        if self.lazy or len(order_nodes) != len(self.nodes):
+            return None
+        from theano.gof.vm import CVM
+        n = len(self.nodes)
+        return CVM(self.nodes, self.thunks, self.pre_call_clear, allow_gc=self.allow_gc,
+                   call_counts=[0] * n, call_times=[0.0] * n,
+                   node_prereqs=self.prereqs(order_nodes), node_output_size=[0] * n,
+                   **self.kw)
 
 
 def _set_order(feature, order, chained=None, valid=True) -> None:
