@@ -284,6 +284,16 @@ def test_differential_ifelse():
     check()
 
 
+def test_differential_ifelse_arena():
+    """Lazy graphs with ``allow_gc=False`` and the C VM: the arena placed for every branch
+    (design 0007) is only built by these two configurations."""
+    @fuzz("ifelse_arena", examples(0.5), program=tg.programs(max_ops=10, lazy=True, mixed=True),
+          calls=tg.calls(), config=st.sampled_from(["share_nogc", "share_nogc_nofuse"]))
+    def check(program, calls, config):
+        differential(program, config, calls, label="ifelse_arena")
+    check()
+
+
 def test_differential_scan():
     @fuzz("scan", examples(0.5), program=tg.programs(min_ops=2, max_ops=6, scan=True), calls=tg.calls(),
           config=st.sampled_from(sorted(CONFIGS)))
