@@ -36,8 +36,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .core.arena import ALIGN, ArenaPlan, check_arena, check_arena_conflicts, place, \
-    place_conflicts
+from .core.arena import ALIGN, ArenaPlan, bit_lists, check_arena, check_arena_conflicts, \
+    place, place_conflicts
 from .core.conflicts import LazyStructure, conflict_sets
 from .core.memory import Lifetime
 
@@ -97,7 +97,8 @@ class PlanArena:
                 k = ci.index[v]
                 sizes[k] = int(np.prod(self.shapes[v], dtype=np.int64)) * self.dtypes[v].itemsize
                 active.append(k)
-            plan = place_conflicts(ci.ids, sizes, ci.conflicts, active, order=ci.order)
+            plan = place_conflicts(ci.ids, sizes, ci.conflicts, active, order=ci.order,
+                                   lists=ci.lists)
             if self.check:
                 check_arena_conflicts(ci.ids, sizes, ci.conflicts, active, plan)
             return plan
@@ -208,6 +209,14 @@ class Conflicts:
         self.index = {v: k for k, v in enumerate(self.ids)}
         self.conflicts = list(conflicts)
         self.order = list(order)
+        self._lists = None
+
+    @property
+    def lists(self) -> list:
+        """Each conflict set as a list of indices (made once: it depends on the graph only)."""
+        if self._lists is None:
+            self._lists = bit_lists(self.conflicts)
+        return self._lists
 
 
 def lazy_conflicts(fgraph, model, ids) -> Conflicts:

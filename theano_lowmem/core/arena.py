@@ -247,6 +247,11 @@ def check_arena(lifetimes: Sequence[Lifetime], plan: ArenaPlan) -> None:
 
 
 # --------------------------------------------------------------------------- lazy graphs
+#: The second best fit over a conflict graph (by writer order) runs for at most this many
+#: buffers (its cost grows with buffers x conflicts; on the stochastic-depth ResNet, 525
+#: buffers, the first fit was the smaller one).
+CONFLICT_SECOND_MAX = 300
+
 def _bits(x: int):
     """The set bits of ``x``, lowest first."""
     while x:
@@ -275,17 +280,26 @@ def clique_bound(sizes: Sequence[int], conflicts: Sequence[int], active: Sequenc
     return best
 
 
-def _best_fit_conflicts(items: Sequence[int], sizes: Sequence[int], conflicts: Sequence[int],
-                        align: int) -> tuple[dict[int, int], int]:
+def bit_lists(conflicts: Sequence[int]) -> list[list[int]]:
+    """Each bit set as the sorted list of its set bits (one pass over its binary digits)."""
+    out = []
+    for x in conflicts:
+        digits = bin(x)[:1:-1]
+        out.append([i for i, ch in enumerate(digits) if ch == "1"])
+    return out
+
+
+def _best_fit_conflicts(items: Sequence[int], sizes: Sequence[int],
+                        lists: Sequence[Sequence[int]], align: int) -> tuple[dict[int, int], int]:
     """Best-fit placement of ``items`` in that priority order, each in the smallest gap among
-    the placed buffers it conflicts with that fits it, else above them."""
+    the placed buffers it conflicts with (``lists[k]``) that fits it, else above them."""
     offset: dict[int, int] = {}
-    ends: dict[int, int] = {}
-    placed = 0
+    span: list = [None] * len(sizes)         # (offset, end) of each placed buffer
     top = 0
     for k in items:
         need = _round(sizes[k], align)
-        busy = sorted((offset[j], ends[j]) for j in _bits(conflicts[k] & placed))
+        busy = [span[j] for j in lists[k]]
+        busy = sorted(b for b in busy if b is not None)
         best = None
         cursor = 0
         for o, ob in busy:
@@ -295,14 +309,14 @@ def _best_fit_conflicts(items: Sequence[int], sizes: Sequence[int], conflicts: S
             if ob > cursor:
                 cursor = ob
         off = best[1] if best is not None else cursor
-        offset[k], ends[k] = off, off + need
-        placed |= 1 << k
+        offset[k], span[k] = off, (off, off + need)
         top = max(top, off + need)
     return offset, top
 
 
 def place_conflicts(ids: Sequence[int], sizes: Sequence[int], conflicts: Sequence[int],
                     active: Sequence[int], *, order: Sequence[int] | None = None,
+                    lists: Sequence[Sequence[int]] | None = None,
                     align: int = ALIGN) -> ArenaPlan:
     """Offsets for buffers given by a conflict graph instead of lifetimes (lazy graphs).
 
@@ -319,7 +333,11 @@ def place_conflicts(ids: Sequence[int], sizes: Sequence[int], conflicts: Sequenc
         The indices to place (the others are ignored).
     order : sequence of int, optional
         A priority by position (e.g. the writers' topological order): a second
-        best fit in that order is tried, as the "live range" placement is.
+        best fit in that order is tried, as the "live range" placement is, when the
+        first is more than ``GREEDY_IF_ABOVE`` over the lower bound and there are at
+        most ``CONFLICT_SECOND_MAX`` buffers.
+    lists : sequence of sequence of int, optional
+        ``bit_lists(conflicts)``, if the caller keeps it (it depends only on the graph).
 
     The lower bound is :func:`clique_bound`; the method is ``"size (conflicts)"`` or
     ``"order (conflicts)"``.
@@ -337,22 +355,23 @@ def place_conflicts(ids: Sequence[int], sizes: Sequence[int], conflicts: Sequenc
     mask = 0
     for k in items:
         mask |= 1 << k
-    conf = {k: conflicts[k] & mask for k in items}
-    confl = [conf.get(k, 0) for k in range(len(sizes))]
-    candidates = [("size (conflicts)", sorted(items, key=lambda k: (-sizes[k], k)))]
-    if order is not None:
+    confl = [conflicts[k] & mask if mask >> k & 1 else 0 for k in range(len(sizes))]
+    if lists is None:
+        lists = bit_lists(confl)
+    lower = clique_bound(sizes, confl, items)
+    offset, top = _best_fit_conflicts(sorted(items, key=lambda k: (-sizes[k], k)), sizes,
+                                      lists, align)
+    method = "size (conflicts)"
+    if order is not None and top > GREEDY_IF_ABOVE * _round(lower, align) and \
+            len(items) <= CONFLICT_SECOND_MAX:
         pos = {k: i for i, k in enumerate(order)}
-        candidates.append(("order (conflicts)",
-                           sorted(items, key=lambda k: (pos.get(k, len(pos)), -sizes[k], k))))
-    best = None
-    for method, seq in candidates:
-        offset, top = _best_fit_conflicts(seq, sizes, confl, align)
-        if best is None or top < best[1]:
-            best = (offset, top, method)
-    offset, top, method = best if best is not None else ({}, 0, "size (conflicts)")
+        seq = sorted(items, key=lambda k: (pos.get(k, len(pos)), -sizes[k], k))
+        o2, t2 = _best_fit_conflicts(seq, sizes, lists, align)
+        if t2 < top:
+            offset, top, method = o2, t2, "order (conflicts)"
     out = {ids[k]: off for k, off in offset.items()}
     out.update((ids[k], 0) for k in active if sizes[k] <= 0)
-    return ArenaPlan(out, top, clique_bound(sizes, confl, items), method, align)
+    return ArenaPlan(out, top, lower, method, align)
 
 
 def check_arena_conflicts(ids: Sequence[int], sizes: Sequence[int], conflicts: Sequence[int],
