@@ -26,6 +26,7 @@ from theano_lowmem.core.conflicts import LazyStructure, conflict_sets
 from theano_lowmem.executed import traced_function
 from theano_lowmem.measure import measure_call
 
+from .test_arena import assert_no_live_overlap
 from .test_callplan import same as _same
 
 STOCK_NOGC = dict(linker="cvm_nogc", optimizer="fast_run")
@@ -212,53 +213,6 @@ def _stochastic_depth(depth=4, width=24, seed=0):
 GATES = [(1, 1, 1, 1), (0, 0, 0, 0), (1, 0, 1, 0), (0, 1, 1, 0), (1, 1, 1, 1)]
 
 
-def _alias_root(var, ran):
-    while var.owner is not None:
-        i = var.owner.outputs.index(var)
-        op = var.owner.op
-        table = {**(getattr(op, "view_map", None) or {}), **(getattr(op, "destroy_map", None) or {})}
-        if i not in table:
-            break
-        up = var.owner.inputs[table[i][0]]
-        if up.owner is not None and up.owner not in ran:   # an else-branch copy
-            break
-        var = up
-    return var
-
-
-def assert_no_live_overlap_lazy(g, log):
-    """The arrays in ``g``'s cells after a traced call: two values that ran and whose
-    bytes overlap must have disjoint lifetimes in the order the call really ran (only
-    the nodes that ran, only the readers that ran)."""
-    fg = g.maker.fgraph
-    step = {node: i for i, node in enumerate(log)}
-    outs = set(fg.outputs)
-    life = {}
-    for var in g.fn.storage_map:
-        if var.owner is None or var in outs or var.owner not in step:
-            continue
-        root = _alias_root(var, step)
-        if root.owner is None:
-            continue
-        s, e = life.get(root, (step[root.owner], step[root.owner]))
-        last = max([step[c] for c, _ in var.clients if c != "output" and c in step] +
-                   [step[var.owner]])
-        life[root] = (s, max(e, last))
-    arrays = [(root, g.fn.storage_map[root][0]) for root in life
-              if isinstance(g.fn.storage_map[root][0], np.ndarray) and
-              g.fn.storage_map[root][0].nbytes]
-    n_pairs = 0
-    for i, (r1, a1) in enumerate(arrays):
-        lo1 = a1.__array_interface__["data"][0]
-        for r2, a2 in arrays[i + 1:]:
-            lo2 = a2.__array_interface__["data"][0]
-            if lo1 < lo2 + a2.nbytes and lo2 < lo1 + a1.nbytes:
-                n_pairs += 1
-                (s1, e1), (s2, e2) = life[r1], life[r2]
-                assert e1 < s2 or e2 < s1, (r1, life[r1], r2, life[r2])
-    return n_pairs
-
-
 def test_lazy_graph_gets_an_arena_and_stays_bit_identical_on_every_branch():
     ins, cost, updates, Ws, reset = _stochastic_depth()
     reset()
@@ -303,7 +257,7 @@ def test_lazy_arena_bytes_shared_only_between_values_dead_at_different_steps(gat
         del log[:]
         _same(g(*args), want)
     assert planned_vm(g).current.arena is not None
-    assert assert_no_live_overlap_lazy(g, log) > 0, "nothing shares bytes: the check is empty"
+    assert assert_no_live_overlap(g, log) > 0, "nothing shares bytes: the check is empty"
     # the nodes that ran are the ones stock runs (the pinned chain runs no untaken branch)
     h, hlog = traced_function(ref)
     reset()

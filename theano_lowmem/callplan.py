@@ -622,7 +622,7 @@ class _CVMFactory:
     feature gives its chain there; ``make_vm`` is used)."""
 
     def __init__(self, linker, fgraph, args: dict, feature) -> None:
-        from .executed import is_lazy_node
+        from .executed import is_lazy_node, vars_index
         from .order import _cvm_encoding
         nodes = list(args["nodes"])
         self.nodes, self.thunks = nodes, args["thunks"]
@@ -631,12 +631,7 @@ class _CVMFactory:
         storage_map, compute_map = args["storage_map"], args["compute_map"]
         self.pre_call_clear = [storage_map[v] for v in linker.no_recycling]
         self.enc = enc = _cvm_encoding(fgraph, nodes, feature)     # make_vm's numbering
-        vars_idx: dict = {}
-        for node in nodes:
-            for v in node.inputs + node.outputs:
-                vars_idx.setdefault(v, len(vars_idx))
-        for v in fgraph.inputs + fgraph.outputs:
-            vars_idx.setdefault(v, len(vars_idx))
+        vars_idx = vars_index(fgraph, nodes)
         inv = [None] * len(vars_idx)
         for v, i in vars_idx.items():
             inv[i] = v

@@ -28,15 +28,23 @@ def is_lazy_node(node) -> bool:
     return isinstance(node.op, IfElse) or getattr(node.op, "lazy", False) is True
 
 
-def _encode(fgraph, nodes: Sequence[Any], ordered_prereqs: bool, ords: dict | None = None):
-    """The integer encoding ``VM_Linker.make_vm`` builds for the CVM (vm.py, make_vm);
-    prerequisites from ``ords`` (default ``fgraph.orderings()``)."""
+def vars_index(fgraph, nodes: Sequence[Any]) -> dict:
+    """Variable -> index, numbered as ``VM_Linker.make_vm`` numbers them for the CVM
+    (vm.py:905-912): the nodes' inputs and outputs in order, then the graph's inputs
+    and outputs."""
     vars_idx: dict = {}
     for node in nodes:
         for v in node.inputs + node.outputs:
             vars_idx.setdefault(v, len(vars_idx))
     for v in fgraph.inputs + fgraph.outputs:
         vars_idx.setdefault(v, len(vars_idx))
+    return vars_idx
+
+
+def _encode(fgraph, nodes: Sequence[Any], ordered_prereqs: bool, ords: dict | None = None):
+    """The integer encoding ``VM_Linker.make_vm`` builds for the CVM (vm.py, make_vm);
+    prerequisites from ``ords`` (default ``fgraph.orderings()``)."""
+    vars_idx = vars_index(fgraph, nodes)
     node_idx = {n: i for i, n in enumerate(nodes)}
     var_owner = [-1] * len(vars_idx)
     for v, i in vars_idx.items():

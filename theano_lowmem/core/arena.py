@@ -97,6 +97,20 @@ def max_live_bytes(lifetimes: Sequence[Lifetime]) -> int:
     return best
 
 
+def _best_gap(busy: Sequence[tuple[int, int]], need: int) -> int:
+    """Offset of the smallest gap of at least ``need`` bytes between the byte ranges
+    ``busy`` (sorted by offset, possibly overlapping), else the end of the highest one."""
+    best = None          # (gap size, offset)
+    cursor = 0
+    for o, ob in busy:
+        gap = o - cursor
+        if gap >= need and (best is None or gap < best[0]):
+            best = (gap, cursor)
+        if ob > cursor:
+            cursor = ob
+    return best[1] if best is not None else cursor
+
+
 def _best_fit(items: list[Lifetime], align: int) -> tuple[dict[int, int], int]:
     """Place ``items`` in the given priority order, each into the best-fitting gap.
 
@@ -114,15 +128,7 @@ def _best_fit(items: list[Lifetime], align: int) -> tuple[dict[int, int], int]:
             near.update(blocks.get(k, ()))
         busy = sorted((placed[i][0], placed[i][1]) for i in near
                       if placed[i][2] <= e and s <= placed[i][3])
-        best = None          # (gap size, offset)
-        cursor = 0
-        for o, ob in busy:
-            gap = o - cursor
-            if gap >= need and (best is None or gap < best[0]):
-                best = (gap, cursor)
-            if ob > cursor:
-                cursor = ob
-        off = best[1] if best is not None else cursor
+        off = _best_gap(busy, need)
         offset[lt.buffer] = off
         for k in range(s // _BLOCK, e // _BLOCK + 1):
             blocks.setdefault(k, []).append(len(placed))
@@ -300,15 +306,7 @@ def _best_fit_conflicts(items: Sequence[int], sizes: Sequence[int],
         need = _round(sizes[k], align)
         busy = [span[j] for j in lists[k]]
         busy = sorted(b for b in busy if b is not None)
-        best = None
-        cursor = 0
-        for o, ob in busy:
-            gap = o - cursor
-            if gap >= need and (best is None or gap < best[0]):
-                best = (gap, cursor)
-            if ob > cursor:
-                cursor = ob
-        off = best[1] if best is not None else cursor
+        off = _best_gap(busy, need)
         offset[k], span[k] = off, (off, off + need)
         top = max(top, off + need)
     return offset, top
