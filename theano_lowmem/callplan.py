@@ -582,7 +582,8 @@ class CallPlanner:
         feature = next(f for f in self.fgraph._features if isinstance(f, OrderFeature))
         if self.linker.use_cloop and type(self.base_vm).__name__ == "CVM":
             if self._cvm is None:
-                self._cvm = _CVMFactory(self.linker, self.fgraph, self.vm_args, feature)
+                self._cvm = _CVMFactory(self.linker, self.fgraph, self.vm_args, feature,
+                                        self.base_vm)
             vm = self._cvm.build(nodes)
             if vm is not None:
                 vm.storage_map = self.vm_args["storage_map"]     # as make_all (vm.py:1144)
@@ -621,11 +622,14 @@ class _CVMFactory:
     indices (vm.py:958-968).  ``build`` returns None when the graph is lazy (the order
     feature gives its chain there; ``make_vm`` is used)."""
 
-    def __init__(self, linker, fgraph, args: dict, feature) -> None:
+    def __init__(self, linker, fgraph, args: dict, feature, base_vm) -> None:
         from .executed import is_lazy_node, vars_index
         from .order import _cvm_encoding
-        nodes = list(args["nodes"])
-        self.nodes, self.thunks = nodes, args["thunks"]
+        # the thunks the linked VM really runs (VM.__init__ keeps them, vm.py:131-132):
+        # whatever wrapped them below our make_vm (a tracer) is kept
+        nodes = list(getattr(base_vm, "nodes", None) or args["nodes"])
+        self.nodes = nodes
+        self.thunks = list(getattr(base_vm, "thunks", None) or args["thunks"])
         self.lazy = any(is_lazy_node(n) for n in nodes)
         self.allow_gc = linker.allow_gc
         storage_map, compute_map = args["storage_map"], args["compute_map"]
