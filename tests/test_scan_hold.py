@@ -87,3 +87,17 @@ def test_inner_shape_read_by_value_reads_at_every_step():
     counts = _count_reads(pv)
     same(f(kv[::-1].copy()), ref(kv[::-1].copy()))
     assert counts[0] == len(kv)
+
+
+@pytest.mark.parametrize("linker", ["cvm_lowmem_nogc", "cvm_lowmem"])
+def test_traced_copy_of_a_scan_function_traces_the_outer_nodes(linker):
+    """``executed.traced_function``: the scan's inner function gets a linker made from the
+    tracing one (scans.use_in_scans, ``type(linker)``); it must link untraced, not fail."""
+    from theano_lowmem.executed import traced_function
+    case = families.lstm(steps=3, batch=2, n_in=3, n_hid=4)
+    f = case.compile(_mode(linker))
+    g, log = traced_function(f)
+    case.reset()
+    g(*case.make_args())
+    case.reset()
+    assert sorted(map(str, log)) == sorted(map(str, f.maker.fgraph.apply_nodes))

@@ -130,8 +130,13 @@ class _TracingMixin:
     Python path (``pycall``); the walk that decides the order is the same code.
     """
 
+    trace_log = None
+    trace_memory = False
+
     def make_vm(self, nodes, thunks, *args, **kwargs):
         log = self.trace_log
+        if log is None:       # a linker made from this one (a scan's inner function): not traced
+            return super().make_vm(nodes, thunks, *args, **kwargs)
         wrapped = []
         for node, th in zip(nodes, thunks):
             def run(th=th, node=node):
