@@ -514,23 +514,8 @@ class LowMemLinker(VM_Linker):
             arena_ids, arena_fortran, input_views = (), {}, ()
             if arena:
                 never = self._never_shared(fgraph, model, order, supplied, fortran=False)
-                masks = fortran_masks(fgraph, order)
-                arena_ids = tuple(b for b in model.graph.buffers if b not in never and
-                                  isinstance(model.variables[b].type, TensorType) and
-                                  not masks.get(model.variables[b], 0) & 1)
-                # candidates whose layout depends on a Fortran-ordered input at the call
-                arena_fortran = {b: masks[model.variables[b]] >> 1 for b in arena_ids
-                                 if masks.get(model.variables[b], 0)}
-                # views of inputs and shared variables that are not outputs: emptied after
-                # each call, so they do not keep last call's parameter arrays alive once
-                # updates replaced them (a view op makes a new view every call; C thunks
-                # even empty no_recycling cells before they run, cc.py:556-557)
-                g = model.graph
-                visible = set(fgraph.outputs) | set(supplied)
-                input_views = tuple(
-                    v for v in range(g.n_values)
-                    if g.alias_of[v] >= 0 and g.producer[v] >= 0 and
-                    g.producer[g.root(v)] < 0 and model.variables[v] not in visible)
+                arena_ids, arena_fortran, input_views = _arena_candidates(
+                    fgraph, model, order, never, supplied)
             planner_args = dict(
                 model=model, link_ids=range(len(order)),
                 extra_deps=_cell_constraints(model, cell_groups),
@@ -570,17 +555,12 @@ class LowMemLinker(VM_Linker):
                     if v in vid:
                         never.add(g.root(vid[v]))
                         never.add(vid[v])
-        masks = fortran_masks(fgraph, order)
-        arena_ids = tuple(b for b in g.buffers if b not in never and
-                          isinstance(model.variables[b].type, TensorType) and
-                          not masks.get(model.variables[b], 0) & 1)
-        arena_fortran = {b: masks[model.variables[b]] >> 1 for b in arena_ids
-                         if masks.get(model.variables[b], 0)}
-        visible = set(fgraph.outputs)
-        input_views = tuple(v for v in range(g.n_values)
-                            if g.alias_of[v] >= 0 and g.producer[v] >= 0 and
-                            g.producer[g.root(v)] < 0 and model.variables[v] not in visible)
-        if not arena_ids:
+        arena_ids, arena_fortran, input_views = _arena_candidates(fgraph, model, order, never, {})
+        if not arena_ids:       # nothing to place: unpin (an invalid feature pins nothing)
+            from .order import OrderFeature
+            for f in fgraph._features:
+                if isinstance(f, OrderFeature):
+                    f.valid = False
             raise _NoSharing(f"it has lazy op(s) {', '.join(lazy_ops)} and no intermediate "
                              f"that can be placed in an arena")
         conflicts = lazy_conflicts(fgraph, model, arena_ids)
@@ -679,6 +659,28 @@ class LowMemLinker(VM_Linker):
             post_thunk_clear = ptc
         return super().make_vm(nodes, thunks, input_storage, output_storage, storage_map,
                                post_thunk_clear, computed, compute_map, updated_vars)
+
+
+def _arena_candidates(fgraph, model, order, never: set, supplied: dict):
+    """``(arena_ids, arena_fortran, input_views)`` of a linked function: the buffer roots
+    that may get arena bytes (tensors not in ``never`` and never Fortran-ordered
+    structurally), those whose layout follows Fortran-ordered inputs (value -> input bits,
+    :func:`fortran_masks`), and the views of inputs and shared variables that are not
+    outputs (emptied after each gc-off call, so they do not keep last call's parameter
+    arrays alive once updates replaced them: a view op makes a new view every call; C
+    thunks even empty no_recycling cells before they run, cc.py:556-557)."""
+    g = model.graph
+    masks = fortran_masks(fgraph, order)
+    arena_ids = tuple(b for b in g.buffers if b not in never and
+                      isinstance(model.variables[b].type, TensorType) and
+                      not masks.get(model.variables[b], 0) & 1)
+    arena_fortran = {b: masks[model.variables[b]] >> 1 for b in arena_ids
+                     if masks.get(model.variables[b], 0)}
+    visible = set(fgraph.outputs) | set(supplied)
+    input_views = tuple(v for v in range(g.n_values)
+                        if g.alias_of[v] >= 0 and g.producer[v] >= 0 and
+                        g.producer[g.root(v)] < 0 and model.variables[v] not in visible)
+    return arena_ids, arena_fortran, input_views
 
 
 def _supplied_groups(supplied: dict, model, fresh: set) -> list[list[int]]:
