@@ -260,6 +260,13 @@ class _ShapeEvaluator:
 
     def _perform(self, var):
         node = var.owner
+        if type(node.op).__name__ == "IfElse":
+            # an ifelse of shape scalars (IfElse.infer_shape, ifelse.py:111-160): the branches'
+            # common value, never the condition (data); as callplan.ShapeProgram._ifelse
+            i, n = node.outputs.index(var), node.op.n_outs
+            a, b = self.value(node.inputs[1 + i]), self.value(node.inputs[1 + n + i])
+            return a if a is not _UNKNOWN and b is not _UNKNOWN and np.array_equal(a, b) \
+                else _UNKNOWN
         if not is_shape_arithmetic(node):   # never run a data op (conv, dot...) at compile time
             return _UNKNOWN
         args = [self.value(i) for i in node.inputs]
