@@ -308,6 +308,7 @@ def test_shapes_after_an_ifelse_of_different_shapes_stay_out_of_the_arena():
     unknown = [v for v in pv._planner.arena_ids if dims[v] is None or None in dims[v]]
     assert unknown, "the test needs values of data-dependent size"
     assert arena is None or not set(unknown) & set(arena.ids)
+    assert "data-dependent size" in pv.current.arena_note       # said in the report
 
 
 def test_lazy_graph_with_gc_on_is_declined_with_one_warning():

@@ -358,11 +358,12 @@ class Plan:
     warned: bool = False
     vm: Any = field(repr=False, default=None)
     arena: Any = field(repr=False, default=None)
+    arena_note: str = ""
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in (
             "exact", "method", "optimal", "lower_bound", "peak", "baseline_peak", "held",
-            "planned", "over_budget", "budget", "calls")} | {
+            "planned", "over_budget", "budget", "calls", "arena_note")} | {
             "signature": repr(self.signature), "seconds": dict(self.seconds)} | (
             self.arena.summary() if self.arena is not None else {})
 
@@ -513,8 +514,8 @@ class CallPlanner:
                 "Theano's walk (lazy graph; peak modelled on a topological order)"
             peak = base_peak = tr.peak
         t3 = time.perf_counter()
-        arena = self._arena(g, order, dims, sig[1] if self.fortran_inputs else 0) \
-            if self.arena_ids else None
+        arena, arena_note = self._arena(g, order, dims, sig[1] if self.fortran_inputs else 0) \
+            if self.arena_ids else (None, "")
         held = self._held(g) if arena is None else (
             arena.plan.size + sum(g.size[b] for b in g.buffers if b not in arena.lifetimes))
         t4 = time.perf_counter()
@@ -525,7 +526,7 @@ class CallPlanner:
                  peak if self.gc else held,
                  dict(tape=tape, shapes=t1 - t0, model=t2 - t1, schedule=t3 - t2,
                       arena=t4 - t3, vm=t5 - t4, total=t5 - t0 + tape),
-                 dims=dims, vm=vm, arena=arena)
+                 dims=dims, vm=vm, arena=arena, arena_note=arena_note)
         self.refresh_budget()
         p.budget = self.budget
         p.over_budget = bool(self.budget) and p.planned > self.budget
@@ -533,23 +534,33 @@ class CallPlanner:
 
     def _arena(self, g: Graph, order, dims, fortran: int = 0):
         """The plan's :class:`~theano_lowmem.arena.PlanArena` (placement only: the
-        buffer is allocated when the plan is installed).  ``fortran``: bits of the
+        buffer is allocated when the plan is installed; None if nothing is placed) and a
+        note saying which candidates keep their own arrays for this signature (reports).  ``fortran``: bits of the
         inputs that are Fortran-ordered in this call (their dependents stay out)."""
         from .arena import PlanArena, arena_lifetimes
         # values of unknown size (data-dependent shapes) keep their own arrays
         ids = [b for b in self.arena_ids if dims[b] is not None and None not in dims[b]]
+        notes = []
+        if len(ids) < len(self.arena_ids):
+            notes.append(f"{len(self.arena_ids) - len(ids)} value(s) of data-dependent size "
+                         f"keep their own arrays")
         if fortran:
-            ids = [b for b in ids if not self.arena_fortran.get(b, 0) & fortran]
+            kept = [b for b in ids if not self.arena_fortran.get(b, 0) & fortran]
+            if len(kept) < len(ids):
+                notes.append(f"{len(ids) - len(kept)} value(s) follow a Fortran-ordered input "
+                             f"and keep their own arrays")
+            ids = kept
+        note = "; ".join(notes)
         if not ids:
-            return None
+            return None, "no arena for this signature: " + (note or "nothing to place")
         check = bool(_flag("lowmem_check_plan", False))
         if self.lazy is not None:
             return PlanArena(dict.fromkeys(ids), self.arena_cells, self.arena_group_cells,
                              {b: tuple(dims[b]) for b in ids}, self.arena_dtypes,
-                             check=check, conflicts=self.lazy)
+                             check=check, conflicts=self.lazy), note
         lts = arena_lifetimes(lifetimes(g, order, check=False), ids)
         return PlanArena(lts, self.arena_cells, self.arena_group_cells,
-                         {b: tuple(dims[b]) for b in lts}, self.arena_dtypes, check=check)
+                         {b: tuple(dims[b]) for b in lts}, self.arena_dtypes, check=check), note
 
     def disable_arena(self, why: str) -> None:
         """Stop placing values in an arena (cells emptied; plans made again), with one

@@ -239,6 +239,8 @@ def _plans_lines(plans: dict) -> list:
                        + (f"{p['allocators']} value(s) allocate their own "
                           f"({fmt_bytes(p['allocator_bytes'])})" if p["probed"]
                           else "allocating ops not probed yet"))
+        if p.get("arena_note"):
+            out.append(f"  {'':<40s} {p['arena_note']}")
     out.append("  (modelled: gc-on peak of the plan's order; measured: tracemalloc, these inputs "
                "only; Theano: modelled peak of Theano's own order; arena: modelled bytes the "
                "plan reserves, allow_gc=False)")
