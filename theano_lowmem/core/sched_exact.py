@@ -110,7 +110,7 @@ def cut_positions(graph: Graph, order: Sequence[int]) -> list[int]:
 def solve_window(graph: Graph, t: MemTables, order: Sequence[int], lo: int, hi: int, *,
                  base: int, ub: int, deadline: float | None = None, budget: Budget | None = None,
                  max_work: int | None = None, pos: Sequence[int] | None = None,
-                 depth_first: bool = False, strong: bool = False) -> WindowResult:
+                 depth_first: bool = False, strong: bool = False, floor: int = 0) -> WindowResult:
     """Reorder ``order[lo:hi]`` to minimise the peak of its steps, looking only below ``ub``.
 
     Parameters
@@ -140,6 +140,10 @@ def solve_window(graph: Graph, t: MemTables, order: Sequence[int], lo: int, hi: 
         Prune with the stronger bound of :meth:`_Window._h_strong` (bytes that must be
         live while some unrun node runs, given its ancestors and descendants): fewer
         states, each dearer; worth it on whole graphs, not on narrow windows.
+    floor : int
+        A proven lower bound on the window optimum (e.g. :func:`.sched_cuts.cut_lower_bound`):
+        the best-first search starts its bound there, so it stops at the first order
+        reaching it (ignored by the depth-first search).
 
     Examples
     --------
@@ -157,8 +161,10 @@ def solve_window(graph: Graph, t: MemTables, order: Sequence[int], lo: int, hi: 
     limit = budget.left() if budget is not None else 1 << 62
     if max_work is not None:
         limit = min(limit, max_work)
-    search = w.search_dfs if depth_first else w.search
-    local, peak, proved, lower, work = search(ub, limit, budget, deadline)
+    if depth_first:
+        local, peak, proved, lower, work = w.search_dfs(ub, limit, budget, deadline)
+    else:
+        local, peak, proved, lower, work = w.search(ub, limit, budget, deadline, floor)
     if local is None:
         return WindowResult(None, None, proved, lower, work=work)
     new = list(order)
@@ -431,11 +437,13 @@ class _Window:
             return None, None, done, ub if done else lower, work
         return found, ub, done, ub if done else lower, work
 
-    def search(self, ub: int, limit: int, budget: Budget | None, deadline: float | None
-               ) -> tuple[list[int] | None, int | None, bool, int, int]:
+    def search(self, ub: int, limit: int, budget: Budget | None, deadline: float | None,
+               floor: int = 0) -> tuple[list[int] | None, int | None, bool, int, int]:
         """Best-first search for a window order with peak < ``ub``:
         (order, peak, proved, lower, work).  Stops unproved after ``limit`` work units,
-        when ``budget`` is capped, or at ``deadline``.
+        when ``budget`` is capped, or at ``deadline``.  ``floor``: a proven lower bound
+        on the window optimum, where the search's bound starts (it then ends at the first
+        order reaching it: ties go to the deepest state).
 
         Single-child rule (exchange argument): if ready ``n`` has ``live_after <= live``
         then in every superset ``T`` of the state running ``n`` also does not raise the
@@ -448,15 +456,16 @@ class _Window:
         full = (1 << k) - 1
         h, next_hs = (self._h_strong, self._next_strong) if self.strong else (self._h_weak, self._next_weak)
         hs0 = () if self.strong else self.base_keep
-        start_f = max(self.keep_total, h(0, hs0)[0])
+        start_f = max(self.keep_total, h(0, hs0)[0], floor)
         if start_f >= ub:
             return None, None, True, ub, 1
         work, charged = 1, 0
         ready0 = sum(1 << i for i in range(k) if not pred[i])
-        best = {0: 0}                                       # state -> lowest g reaching it
+        # g starts at ``floor``: steps below it cost nothing, since every order reaches it
+        best = {0: floor}                                   # state -> lowest g reaching it
         info = {0: (self.base, hs0, ready0)}    # state -> (live, state of the bound, ready mask)
         parent: dict[int, tuple[int, int]] = {}
-        heap = [(start_f, 0, 0, 0)]                         # (f, -depth, state, g)
+        heap = [(start_f, 0, 0, floor)]                     # (f, -depth, state, g)
         f = start_f
         while heap:
             f, negd, s, g = heapq.heappop(heap)
