@@ -87,7 +87,7 @@ def _walk(kind, inputs, prereq, outputs, taken, rng):
     return order, reads
 
 
-def _structure(kind, inputs, prereq, outputs):
+def _structure(kind, inputs, prereq, outputs, chain=()):
     n = len(kind)
     always, requesters = [], [[] for _ in range(n)]
     for x in range(n):
@@ -96,17 +96,33 @@ def _structure(kind, inputs, prereq, outputs):
         for p in set(inputs[x]) | set(prereq[x]):
             requesters[p].append(x)
     touching = [sorted({x} | {c for c in range(n) if x in inputs[c]}) for x in range(n)]
-    return LazyStructure(list(range(n)), always, requesters, frozenset(outputs)), touching
+    return LazyStructure(list(range(n)), always, requesters, frozenset(outputs),
+                         prereqs=[list(p) for p in prereq], chain=list(chain)), touching
 
 
+def _random_chain(rng: random.Random, n: int, prereq: list) -> list[int]:
+    """A pinned chain over a random subset of nodes: each chained node gets the previous
+    one as a prerequisite, except (rarely) where the link is left out, which
+    ``conflict_sets`` must notice (it cuts the chain there)."""
+    chain = sorted(rng.sample(range(n), rng.randint(2, n)))
+    for a, b in zip(chain, chain[1:]):
+        if rng.random() < 0.93:
+            prereq[b] = sorted(set(prereq[b]) | {a})
+    return chain
+
+
+@pytest.mark.parametrize("chained", [False, True], ids=["no-chain", "chain"])
 @pytest.mark.parametrize("seed", range(40))
-def test_conflict_sets_cover_every_pair_live_together_in_any_walk(seed):
+def test_conflict_sets_cover_every_pair_live_together_in_any_walk(seed, chained):
     """Brute force over every branch outcome (and random visiting orders): two buffers
-    live at a common step of some walk must be marked as conflicting."""
+    live at a common step of some walk must be marked as conflicting.  With a pinned
+    chain (as the lazy plans pin the unconditional nodes) the chain-prefix rules are
+    used too."""
     rng = random.Random(seed)
     n = rng.randint(6, 16)
     kind, inputs, prereq, outputs = _random_lazy_graph(rng, n, rng.randint(1, 4))
-    s, touching = _structure(kind, inputs, prereq, outputs)
+    chain = _random_chain(rng, n, prereq) if chained else []
+    s, touching = _structure(kind, inputs, prereq, outputs, chain)
     conf = conflict_sets(s, list(range(n)), [[x] for x in range(n)], touching)
     for k in range(n):
         assert not conf[k] >> k & 1
@@ -125,6 +141,32 @@ def test_conflict_sets_cover_every_pair_live_together_in_any_walk(seed):
                 (s1, e1), (s2, e2) = life[a], life[b]
                 if s1 <= e2 and s2 <= e1:
                     assert conf[a] >> b & 1, (seed, a, b, life[a], life[b], order)
+
+
+def test_chain_rules_let_a_branch_only_zeros_share_with_what_ran_before_its_ifelse():
+    """The case the chain rules exist for (the gradient of ``ifelse``): ``z`` (an
+    ``Alloc`` of zeros) is asked for only by an ``ifelse`` pinned after ``u`` and its
+    reader, so ``z`` runs after ``u`` is done, whichever branch is taken.  Without the
+    chain they conflict (``z`` "may run at any time"), with it they may share; and the
+    brute-force walks agree that they are never live together."""
+    # 0: x; 1: u = f(x); 2: v = g(u); 3: c; 4: z = zeros; 5: ifelse(c, v, z); output 5
+    kind = ["op", "op", "op", "op", "op", "if"]
+    inputs = [[], [0], [1], [0], [], [3, 2, 4]]
+    prereq = [[], [], [], [], [], []]
+    chain = [0, 1, 2, 3, 5]
+    for a, b in zip(chain, chain[1:]):
+        prereq[b] = [a]
+    s0, touching = _structure(kind, inputs, [[]] * 6, [5])
+    s1, _ = _structure(kind, inputs, prereq, [5], chain)
+    free = conflict_sets(s0, list(range(6)), [[x] for x in range(6)], touching)
+    pinned = conflict_sets(s1, list(range(6)), [[x] for x in range(6)], touching)
+    assert free[1] >> 4 & 1
+    assert not pinned[1] >> 4 & 1
+    for taken in (False, True):
+        order, reads = _walk(kind, inputs, prereq, [5], {5: taken}, random.Random(0))
+        if 4 in order:
+            last_u = max(order.index(r) for r, b in reads if b == 1)
+            assert order.index(4) > last_u
 
 
 def test_conflict_sets_let_a_chain_share_and_a_skipped_reader_wait():

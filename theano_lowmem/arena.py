@@ -257,7 +257,12 @@ def lazy_conflicts(fgraph, model, ids) -> Conflicts:
             requesters[p].append(i)
     outs = [model.value_id[v] for v in fgraph.outputs if v in model.value_id]
     roots = frozenset(g.producer[v] for v in outs if g.producer[v] >= 0)
-    s = LazyStructure(list(range(n)), always, requesters, roots)
+    # the pinned chain (order.OrderFeature: each chained node's orderings() prerequisite is
+    # the previous one; conflict_sets checks it against ``prereq``)
+    from .order import OrderFeature
+    chain = [node_id[a] for f in fgraph._features if isinstance(f, OrderFeature) and f.valid
+             for a in f.chain(fgraph) if a in node_id]
+    s = LazyStructure(list(range(n)), always, requesters, roots, prereqs=prereq, chain=chain)
     writer, writers, touching = [], [], []
     variables = model.variables
 

@@ -27,12 +27,23 @@ Two buffers ``a`` and ``b`` may share bytes if ``a`` is done before ``b``'s
 writers run, or ``b`` before ``a``'s.  Without lazy nodes the graph's full
 chain of prerequisites makes this exactly "lifetimes disjoint in the order".
 
+* **Requested after a chain prefix.**  With a *chain* (nodes each of which has
+  the previous one among its prerequisites), chain node ``i`` evaluates its
+  prerequisites before it asks for any input (STEP 1 of ``lazy_rec_eval``), so
+  when it asks, chain nodes ``0..i-1`` have run.  A node outside the chain runs
+  at its first request, so every chain node before the earliest of its
+  requesters has run before it: an ``Alloc`` of zeros asked for only by the
+  gradient ``ifelse``\ s at chain positions 40 and 42 runs after chain nodes
+  0..39, whichever branch asks.  Without this rule such a node "may run at any
+  time" and conflicts with nearly everything (resnet_sd: 4 MB of arena).
+
 Every set here is a Python ``int`` used as a bit set; :func:`conflict_sets` is
 O(edges) big-integer operations (dynamic programs over the post-dominator tree
 and the unconditional dependencies), not O(buffers^2) pair tests.
 """
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -57,12 +68,20 @@ class LazyStructure:
         its ``orderings()`` successors).
     roots : frozenset of int
         Nodes producing a function output (asked for by the VM itself).
+    prereqs : sequence of sequence of int, optional
+        Per node: its ``orderings()`` prerequisites (evaluated before it asks for
+        any input).  Needed with ``chain`` only.
+    chain : sequence of int, optional
+        Nodes pinned in this order, each with the previous one among its
+        ``prereqs`` (checked: the chain is cut where that does not hold).
     """
 
     topo: Sequence[int]
     always: Sequence[Sequence[int]]
     requesters: Sequence[Sequence[int]]
     roots: frozenset
+    prereqs: Sequence[Sequence[int]] = ()
+    chain: Sequence[int] = ()
 
     @property
     def n_nodes(self) -> int:
@@ -104,6 +123,53 @@ def post_dominators(s: LazyStructure) -> tuple[list[int], list[int]]:
             d = meet(d, c)
         ipdom[x] = d
     return ipdom, [r(x) for x in range(n)] + [n]
+
+
+def chain_prefixes(s: LazyStructure) -> tuple[list[int], list[float]]:
+    """How much of the chain has surely run when a node runs, and when a node is
+    finished for good.
+
+    Returns ``(ran, ends)``: ``ran[x]`` = ``i`` means chain nodes ``0..i-1`` have run
+    whenever ``x`` runs; once chain node ``ends[x]`` has run, ``x`` has run or never
+    will (``inf``: no such chain node).  So ``x`` is done before ``w`` runs if
+    ``ends[x] < ran[w]``.
+
+    * ``ran``: a node runs at its first request; chain node ``i`` asks for its data
+      inputs after its prerequisites, so after chain nodes ``0..i-1``; any other
+      requester asks while being evaluated, so after what had run when it started.
+    * ``ends``: ``x`` has run once a node that always waits for it has run; and it
+      never runs again once every node that may ask for it is done (the VM itself
+      asks for outputs, at any time: ``inf``).
+    """
+    n = s.n_nodes
+    chain = list(s.chain[:1])
+    for a, b in zip(s.chain, s.chain[1:]):
+        if a not in s.prereqs[b]:
+            break
+        chain.append(b)
+    pos = {x: i for i, x in enumerate(chain)}
+    prereq_sets = [set(p) for p in s.prereqs] if s.prereqs else [set()] * n
+    inf = float("inf")
+    always_succ: list[list[int]] = [[] for _ in range(n)]
+    for x in range(n):
+        for p in set(s.always[x]):
+            always_succ[p].append(x)
+    start = [0] * n         # chain prefix that has run when x's evaluation starts
+    ran = [0] * n
+    ran_by: list[float] = [inf] * n     # a chain position whose run implies x ran
+    ends: list[float] = [inf] * n
+    for x in reversed(s.topo):      # requesters and waiters come later in the topo order
+        req = s.requesters[x]
+        if x in s.roots or not req:
+            start[x] = 0
+        else:
+            start[x] = min(max(start[r], pos[r]) if r in pos and x not in prereq_sets[r]
+                           else start[r] for r in req)
+        ran[x] = max(start[x], pos[x]) if x in pos else start[x]
+        ran_by[x] = min([pos.get(x, inf)] + [ran_by[c] for c in always_succ[x]])
+        asked = inf if x in s.roots else max((ends[r] for r in req), default=-1)
+        ends[x] = min(ran_by[x], asked)
+    return ran, ends
 
 
 def conflict_sets(s: LazyStructure, writer: Sequence[int], writers: Sequence[Sequence[int]],
@@ -166,6 +232,21 @@ def conflict_sets(s: LazyStructure, writer: Sequence[int], writers: Sequence[Seq
     for x in reversed(s.topo):      # ipdom has a higher rank: already done
         d = ipdom[x]
         up[x] = after_x[x] | (up[d] if d != EXIT else 0)
+    if s.chain:                     # and writers that run after t's chain node ran
+        ran, ends = chain_prefixes(s)
+        by_ran: dict[int, int] = {}
+        for k, w in enumerate(writer):
+            by_ran[ran[w]] = by_ran.get(ran[w], 0) | 1 << k
+        levels = sorted(by_ran)
+        at_least, acc = {}, 0       # buffers whose writer has ran >= level
+        for lv in reversed(levels):
+            acc |= by_ran[lv]
+            at_least[lv] = acc
+        for x in range(n):
+            if ends[x] != float("inf"):
+                i = bisect.bisect_right(levels, ends[x])     # first level > ends[x]
+                if i < len(levels):
+                    up[x] |= at_least[levels[i]]
     everyone = (1 << m) - 1
     s1 = []
     for k in range(m):
