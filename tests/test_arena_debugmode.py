@@ -11,9 +11,13 @@ Only the families DebugMode can run here: Theano 1.0.5's DebugMode leaves
 ``AbstractConv2d*`` unlowered ("No code run for AbstractConv2d", its optimizer
 query misses the ``conv_gemm`` lowering), and with ``.including('conv_gemm')`` it
 runs ``Pool.perform``, which indexes with a list of slices that numpy 1.23 refuses
-(pool.py:574).  The conv and pool ops are covered by the differential fuzz
-(rank-4 float32 programs with conv2d, pool_2d and their gradients, arena on) and by
-the bit-identity checks of ``benchmarks/bench_arena.py`` on the conv families.
+(pool.py:574).  ``tests/test_prealloc_outputs.py`` does the same c_contiguous check
+without DebugMode (:mod:`theano_lowmem.testing.prealloc`: each node of the graph a
+stock FAST_RUN function runs, its own thunk, garbage-filled output arrays) on every
+family, conv and pool ops, ``IfElse`` and scans' inner graphs included.  The conv and
+pool ops are also covered by the differential fuzz (rank-4 float32 programs with
+conv2d, pool_2d and their gradients, arena on) and by the bit-identity checks of
+``benchmarks/bench_arena.py`` on the conv families.
 """
 from __future__ import annotations
 
