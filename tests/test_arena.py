@@ -238,6 +238,41 @@ def test_ops_that_allocate_are_found_emptied_and_reserve_no_arena_bytes():
         assert f.fn.storage_map[model.variables[b]][0] is None
 
 
+def test_gc_off_first_placement_is_provisional_and_the_probe_places_with_every_method(dag):
+    """With allow_gc=False the plan places with the heap simulator alone (the probe after
+    the first call places again anyway); after the first call the arena is what the full
+    placement (heap simulator and greedy best fits, core.arena.place) gives for the same
+    lifetimes, and the results stay stock's."""
+    from theano_lowmem.core.arena import place
+    f = dag.compile(ours())
+    ref = dag.compile(theano.Mode(**STOCK_NOGC))
+    args = dag.make_args()
+    pv = planned_vm(f)
+    seen = {}
+    orig = pv._planner._arena
+
+    def spy(*a, **k):
+        arena, note = orig(*a, **k)
+        seen["provisional"], seen["method"] = arena.provisional, arena.plan.method
+        return arena, note
+    pv._planner._arena = spy
+    try:
+        dag.reset()
+        want = ref(*args)
+        dag.reset()
+        _same(f(*args), want)
+    finally:
+        del pv._planner._arena
+    assert seen == {"provisional": True, "method": "heap simulator"}
+    arena = pv.current.arena
+    assert not arena.provisional and arena.probed
+    full = place(list(arena.lifetimes.values()))
+    assert arena.plan.size == full.size and arena.plan.method == full.method
+    assert "arena" in pv.current.seconds
+    dag.reset()
+    _same(f(*args), want)
+
+
 def test_fortran_inputs_keep_stock_layouts_and_results():
     """A Fortran-ordered input makes C Elemwise allocate Fortran outputs (elemwise.py:
     929-938); the arena must then leave those values alone, or the BLAS call after it

@@ -71,11 +71,16 @@ class PlanArena:
         (:func:`lazy_conflicts`); ``lifetimes`` then only names the values (its
         values are ignored) and the placement is
         :func:`~theano_lowmem.core.arena.place_conflicts`.
+    provisional : bool
+        The placement will be redone by :meth:`probe` after the first call (gc off):
+        place with the cheapest method only (``greedy=False``) until then.
     """
 
     def __init__(self, lifetimes: dict, cells: dict, group_cells: dict, shapes: dict,
-                 dtypes: dict, check: bool = False, conflicts: "Conflicts | None" = None) -> None:
+                 dtypes: dict, check: bool = False, conflicts: "Conflicts | None" = None,
+                 provisional: bool = False) -> None:
         self.conflicts = conflicts
+        self.provisional = provisional
         self.lifetimes = lifetimes
         self.cells, self.group_cells = cells, group_cells
         self.shapes, self.dtypes = shapes, dtypes
@@ -86,9 +91,9 @@ class PlanArena:
         self.buffer = None
         self.views: list | None = None
         self.installed = False
-        self.plan = self._place(lifetimes)
+        self.plan = self._place(lifetimes, greedy=not provisional)
 
-    def _place(self, lifetimes: dict) -> ArenaPlan:
+    def _place(self, lifetimes: dict, greedy: bool = True) -> ArenaPlan:
         ci = self.conflicts
         if ci is not None:
             sizes = [0] * len(ci.ids)
@@ -98,12 +103,12 @@ class PlanArena:
                 sizes[k] = int(np.prod(self.shapes[v], dtype=np.int64)) * self.dtypes[v].itemsize
                 active.append(k)
             plan = place_conflicts(ci.ids, sizes, ci.conflicts, active, order=ci.order,
-                                   lists=ci.lists)
+                                   lists=ci.lists, greedy=greedy)
             if self.check:
                 check_arena_conflicts(ci.ids, sizes, ci.conflicts, active, plan)
             return plan
         lts = list(lifetimes.values())
-        plan = place(lts)
+        plan = place(lts, greedy=greedy)
         if self.check:
             check_arena(lts, plan)
         return plan
@@ -143,7 +148,8 @@ class PlanArena:
 
     def probe(self, all_cells: Sequence[list]) -> bool:
         """After a ``allow_gc=False`` call: find the allocators and place again without
-        them.  Returns True if the placement changed (the new views are installed)."""
+        them (and with every method, if the placement was provisional).  Returns True
+        if the placement changed (the new views are installed)."""
         self.probed = True
         owner = _owner(self.buffer)
         allocators = []
@@ -151,13 +157,20 @@ class PlanArena:
             a = c[0]
             if a is not view and (owner is None or _owner(a) is not owner):
                 allocators.append(v)
+        provisional, self.provisional = self.provisional, False
         if not allocators:
-            return False
-        self.allocators = tuple(allocators)
-        self.allocator_cells = [c for v in allocators for c in self.group_cells[v]]
-        drop = set(allocators)
-        self.lifetimes = {v: lt for v, lt in self.lifetimes.items() if v not in drop}
-        self.plan = self._place(self.lifetimes)
+            if not provisional:
+                return False
+            plan = self._place(self.lifetimes)
+            if plan.size >= self.plan.size:
+                return False
+            self.plan = plan
+        else:
+            self.allocators = tuple(allocators)
+            self.allocator_cells = [c for v in allocators for c in self.group_cells[v]]
+            drop = set(allocators)
+            self.lifetimes = {v: lt for v, lt in self.lifetimes.items() if v not in drop}
+            self.plan = self._place(self.lifetimes)
         self.release()
         for c in all_cells:
             c[0] = None

@@ -554,13 +554,17 @@ class CallPlanner:
         if not ids:
             return None, "no arena for this signature: " + (note or "nothing to place")
         check = bool(_flag("lowmem_check_plan", False))
+        # gc off: the first call's probe places again (without the values whose op
+        # replaced its view), so the first placement is the cheapest one
+        provisional = not self.gc
         if self.lazy is not None:
             return PlanArena(dict.fromkeys(ids), self.arena_cells, self.arena_group_cells,
                              {b: tuple(dims[b]) for b in ids}, self.arena_dtypes,
-                             check=check, conflicts=self.lazy), note
+                             check=check, conflicts=self.lazy, provisional=provisional), note
         lts = arena_lifetimes(lifetimes(g, order, check=False), ids)
         return PlanArena(lts, self.arena_cells, self.arena_group_cells,
-                         {b: tuple(dims[b]) for b in lts}, self.arena_dtypes, check=check), note
+                         {b: tuple(dims[b]) for b in lts}, self.arena_dtypes, check=check,
+                         provisional=provisional), note
 
     def disable_arena(self, why: str) -> None:
         """Stop placing values in an arena (cells emptied; plans made again), with one
@@ -865,9 +869,13 @@ class PlannedVM:
         and update the plan's held bytes (arena + values outside it)."""
         arena = plan.arena
         before = arena.plan.size
+        t0 = time.perf_counter()
         if arena.probe(self._planner.all_arena_cells):
             plan.held += arena.plan.size - before
             plan.planned = plan.held
+        dt = time.perf_counter() - t0       # planning too: counted with the arena's
+        plan.seconds["arena"] = plan.seconds.get("arena", 0.0) + dt
+        plan.seconds["total"] = plan.seconds.get("total", 0.0) + dt
 
     def _leave_arena(self) -> None:
         """Release the current plan's arena and empty every arena cell, so that no

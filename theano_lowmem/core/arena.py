@@ -116,24 +116,38 @@ def _best_fit(items: list[Lifetime], align: int) -> tuple[dict[int, int], int]:
 
     Placed buffers are indexed by blocks of ``_BLOCK`` steps, so finding the ones
     that overlap a lifetime in time costs what is placed near it, not everything."""
-    placed: list[tuple[int, int, int, int]] = []     # (offset, end byte, start step, end step)
+    lo: list[int] = []               # per placed buffer: offset, end byte, steps
+    hi: list[int] = []
+    first: list[int] = []
+    last: list[int] = []
     blocks: dict[int, list[int]] = {}
     offset: dict[int, int] = {}
     top = 0
     for lt in items:
         need = _round(lt.size, align)
         s, e = lt.start, lt.end
-        near: set[int] = set()
-        for k in range(s // _BLOCK, e // _BLOCK + 1):
-            near.update(blocks.get(k, ()))
-        busy = sorted((placed[i][0], placed[i][1]) for i in near
-                      if placed[i][2] <= e and s <= placed[i][3])
+        b0, b1 = s // _BLOCK, e // _BLOCK
+        if b0 == b1:
+            near = blocks.get(b0, ())
+        else:
+            near = set()
+            for k in range(b0, b1 + 1):
+                near.update(blocks.get(k, ()))
+        busy = sorted([(lo[i], hi[i]) for i in near if first[i] <= e and s <= last[i]])
         off = _best_gap(busy, need)
         offset[lt.buffer] = off
-        for k in range(s // _BLOCK, e // _BLOCK + 1):
-            blocks.setdefault(k, []).append(len(placed))
-        placed.append((off, off + need, s, e))
-        top = max(top, off + need)
+        n = len(lo)
+        for k in range(b0, b1 + 1):
+            if k in blocks:
+                blocks[k].append(n)
+            else:
+                blocks[k] = [n]
+        lo.append(off)
+        hi.append(off + need)
+        first.append(s)
+        last.append(e)
+        if off + need > top:
+            top = off + need
     return offset, top
 
 
@@ -190,7 +204,7 @@ def _overlap_work(items: Sequence[Lifetime]) -> int:
                for lt in items)
 
 
-def place(lifetimes: Sequence[Lifetime], *, align: int = ALIGN) -> ArenaPlan:
+def place(lifetimes: Sequence[Lifetime], *, align: int = ALIGN, greedy: bool = True) -> ArenaPlan:
     """Offsets for ``lifetimes`` in one arena (the smallest of up to three placements).
 
     Buffers of size 0 get offset 0 and reserve nothing.
@@ -202,6 +216,10 @@ def place(lifetimes: Sequence[Lifetime], *, align: int = ALIGN) -> ArenaPlan:
     align : int
         Every offset is a multiple of ``align`` and every buffer takes its size
         rounded up to ``align``.
+    greedy : bool
+        Run the greedy best fits when the heap simulator is above ``GREEDY_IF_ABOVE``
+        (False: the heap simulator's placement only, for a placement about to be
+        redone).
 
     Examples
     --------
@@ -216,7 +234,7 @@ def place(lifetimes: Sequence[Lifetime], *, align: int = ALIGN) -> ArenaPlan:
     lower = max_live_bytes(items)
     offset, top = _heap_sim(items, align)
     best = (offset, top, "heap simulator")
-    if best[1] > GREEDY_IF_ABOVE * _round(lower, align) and \
+    if greedy and best[1] > GREEDY_IF_ABOVE * _round(lower, align) and \
             _overlap_work(items) <= GREEDY_MAX_WORK:
         for method, key in (("size", lambda lt: (-lt.size, lt.start, lt.buffer)),
                             ("live range", lambda lt: (lt.start - lt.end, -lt.size, lt.start,
@@ -315,7 +333,7 @@ def _best_fit_conflicts(items: Sequence[int], sizes: Sequence[int],
 def place_conflicts(ids: Sequence[int], sizes: Sequence[int], conflicts: Sequence[int],
                     active: Sequence[int], *, order: Sequence[int] | None = None,
                     lists: Sequence[Sequence[int]] | None = None,
-                    align: int = ALIGN) -> ArenaPlan:
+                    align: int = ALIGN, greedy: bool = True) -> ArenaPlan:
     """Offsets for buffers given by a conflict graph instead of lifetimes (lazy graphs).
 
     Parameters
@@ -336,6 +354,8 @@ def place_conflicts(ids: Sequence[int], sizes: Sequence[int], conflicts: Sequenc
         most ``CONFLICT_SECOND_MAX`` buffers.
     lists : sequence of sequence of int, optional
         ``bit_lists(conflicts)``, if the caller keeps it (it depends only on the graph).
+    greedy : bool
+        False: the first best fit only (for a placement about to be redone).
 
     The lower bound is :func:`clique_bound`; the method is ``"size (conflicts)"`` or
     ``"order (conflicts)"``.
@@ -360,7 +380,7 @@ def place_conflicts(ids: Sequence[int], sizes: Sequence[int], conflicts: Sequenc
     offset, top = _best_fit_conflicts(sorted(items, key=lambda k: (-sizes[k], k)), sizes,
                                       lists, align)
     method = "size (conflicts)"
-    if order is not None and top > GREEDY_IF_ABOVE * _round(lower, align) and \
+    if greedy and order is not None and top > GREEDY_IF_ABOVE * _round(lower, align) and \
             len(items) <= CONFLICT_SECOND_MAX:
         pos = {k: i for i, k in enumerate(order)}
         seq = sorted(items, key=lambda k: (pos.get(k, len(pos)), -sizes[k], k))
