@@ -42,6 +42,7 @@ from collections import deque
 from typing import Iterable
 
 from .graph import Graph
+from .sched_groups import closures
 from .sched_model import MemTables, mem_tables
 
 #: Capacity of the arcs no minimum cut crosses (precedence, "reader after buffer").
@@ -81,15 +82,7 @@ class CutBound:
         n = graph.n_nodes
         self.n, self.graph = n, graph
         self.pred = [sum(1 << p for p in graph.preds[v]) for v in range(n)]
-        topo = graph.topological_order()
-        anc, desc = [0] * n, [0] * n
-        for v in topo:
-            for p in graph.preds[v]:
-                anc[v] |= anc[p] | 1 << p
-        for v in reversed(topo):
-            for s in graph.succs[v]:
-                desc[v] |= desc[s] | 1 << s
-        self.anc, self.desc = anc, desc
+        self.anc, self.desc = closures(graph)
         self.bufs = [(graph.producer[b], sum(1 << r for r in rd), t.size[b])
                      for b, rd in sorted(t.readers.items())]
         self.held, self.spike = t.held, t.spike

@@ -127,11 +127,15 @@ def _find_move(graph: Graph, t: MemTables, tr: _Trace, budget: Budget) -> tuple[
                 b = _later(t, tr, a, p, peak, budget)[0]
                 if b is not None:
                     return a, b
+                if budget.exhausted:
+                    return None
         for a in range(p, n):                      # earlier: from a >= p to b <= p
             if tr.last_pred[a] < p - (a == p):
                 b = _earlier(t, tr, a, p, peak, budget)[0]
                 if b is not None:
                     return a, b
+                if budget.exhausted:
+                    return None
         if budget.exhausted:
             return None
     return None

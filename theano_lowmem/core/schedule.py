@@ -11,7 +11,9 @@ search (:mod:`.sched_exact`) on the whole
 graph when it is small, otherwise on the segment between two cut nodes that
 holds the peak step, otherwise on windows of the best order around the peak
 step, growing until a whole sweep of sizes finds nothing better (a local
-optimum); there, the moves again if the windows changed the order, then one
+optimum); there, the moves again if the windows changed the order, then, once, group
+moves (:mod:`.sched_groups`: a node pulled before the peak step with its ancestors, or
+pushed after it with its descendants), then one
 anytime depth-first branch and bound of the peak step's
 segment (:meth:`.sched_exact._Window.search_dfs`) spends most of the budget left
 looking for a lower peak, and the windows polish what it finds.  Candidates are scored with :func:`.sched_model.fast_trace`, which the
@@ -45,6 +47,7 @@ from typing import Sequence
 from .graph import Graph, GraphError
 from .memory import simulate
 from .sched_cuts import cut_lower_bound
+from .sched_groups import group_pass
 from .sched_exact import (cut_positions, repair_order, solve_window, tree_parents,
                           tree_schedule)
 from .sched_heuristics import HEURISTIC_COST, HEURISTICS, SCORE_COST
@@ -76,6 +79,19 @@ DFS_WORK_PER_EDGE = 400
 #: best start is often not the best after the moves (``benchmarks/bench_ordering.py``).
 MULTI_START = 2
 MULTI_START_SHARE = 8
+#: Group moves (:mod:`.sched_groups`), run once at the first local optimum of the windows
+#: and single-node moves, may spend this fraction (numerator, denominator) of the budget
+#: left; the windows then polish their order, and the depth-first search gets the rest.
+GROUP_SHARE = (1, 4)
+#: When the budget is at least ``HEURISTIC_SHARE_FROM`` units per node and edge (small
+#: graphs: 40-100 nodes at the call-time budget), the heuristics after the first two run
+#: only while the work spent, theirs included, stays within ``HEURISTIC_SHARE`` of the
+#: budget: the last ones (rarely the best start) leave their work to the windows
+#: (``benchmarks/bench_ordering.py``).  Larger graphs keep running every heuristic the
+#: budget pays for (there, the search after them gets little, and costs more wall time
+#: per unit).
+HEURISTIC_SHARE = (1, 3)
+HEURISTIC_SHARE_FROM = 20
 
 
 @dataclass(frozen=True)
@@ -200,6 +216,10 @@ def schedule(graph: Graph, *, baseline: Sequence[int] | None = None, time_budget
             cost = (HEURISTIC_COST[name] + SCORE_COST) * tables.edges // 4    # run + score
             if rank > 2 and budget.left() < cost:
                 break
+            if (rank > 3 and budget.limit is not None
+                    and budget.limit >= HEURISTIC_SHARE_FROM * tables.edges
+                    and (budget.spent + cost) * HEURISTIC_SHARE[1] > budget.limit * HEURISTIC_SHARE[0]):
+                break
             order = h(graph, tables)
             cands.append((fast_peak(tables, order), rank, name, order))
             budget.spend(cost)
@@ -271,16 +291,24 @@ def _improve(graph: Graph, tables: MemTables, best: list[int], best_peak: int, m
     window_work = None if budget.limit is None else max(budget.limit // WINDOW_SHARE, 1)
     seg_work = None if budget.limit is None else max(budget.limit // SEGMENT_SHARE, 1)
     tried: set[tuple[int, int]] = set()
-    dfs_done = False
+    dfs_done = grouped = False
     moved = False          # the single-node moves ran on the current order and found nothing
     during = after = pos = []
 
-    def moves(run: bool = True) -> bool:
-        """Single-node moves on ``best`` (:mod:`.sched_moves`); refresh the step tables."""
+    def moves(run: bool = True, groups: bool = False) -> bool:
+        """Single-node moves on ``best`` (:mod:`.sched_moves`), or group moves
+        (:mod:`.sched_groups`, at most ``GROUP_SHARE`` of the budget left); refresh the
+        step tables."""
         nonlocal best, best_peak, method, during, after, pos
-        order, changed = move_pass(graph, tables, best, budget) if run else (best, False)
+        if groups:
+            sub = Budget(budget.left() * GROUP_SHARE[0] // GROUP_SHARE[1], budget.cap)
+            order, changed = group_pass(graph, tables, best, sub)
+            budget.spend(sub.spent)
+            budget.capped |= sub.capped
+        else:
+            order, changed = move_pass(graph, tables, best, budget) if run else (best, False)
         if changed:
-            best, method = order, "moves"
+            best, method = order, "groups" if groups else "moves"
         during, after = fast_trace(tables, best)
         best_peak = max(during)
         pos = [0] * n
@@ -334,6 +362,12 @@ def _improve(graph: Graph, tables: MemTables, best: list[int], best_peak: int, m
                     if moves():
                         tried.clear()
                         width = w0
+                        continue
+                if not grouped:    # group moves, once, at a local optimum of the rest
+                    grouped = True
+                    if moves(groups=True):
+                        tried.clear()
+                        width, moved = w0, False
                         continue
                 if dfs_done or budget.left() < tables.edges:
                     break
