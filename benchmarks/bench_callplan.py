@@ -8,8 +8,8 @@ Prints, from one run:
    ``cvm_lowmem`` (a cached signature: one tuple of shapes and one dict lookup
    per call), median of ``--repeat`` calls, interleaved;
 2. per graph family: Apply nodes, ``theano.function`` compile time with
-   lowmem, the first call's planning time (shape tape + model + schedule + VM)
-   and its share of the compile time, the planning time per 1,000 nodes, and
+   lowmem, the first call's planning time (shape tape + model + schedule + arena,
+   with the first call's probe + VM) and its share of the compile time, the planning time per 1,000 nodes, and
    the time of a call that changes the signature (a cache miss) against a call
    that does not.
 """
@@ -124,9 +124,11 @@ def planning_cost(names) -> None:
         print(f"   {name:<16s} {n:>6d} {tc:>8.2f}s {s['total'] * 1e3:>7.1f}ms "
               f"{s['total'] / tc * 100:>5.1f}% {s['total'] / n * 1e6:>11.1f} "
               f"{hit * 1e3:>9.2f}ms {miss * 1e3:>10.2f}ms  {'exact' if p.exact else 'GUESS'}   "
+              f"tape {s.get('tape', 0.0) * 1e3:.1f} "
               f"shapes {s['shapes'] * 1e3:.1f} model {s['model'] * 1e3:.1f} "
               f"schedule {s['schedule'] * 1e3:.1f} arena {s.get('arena', 0.0) * 1e3:.1f} "
-              f"vm {s['vm'] * 1e3:.1f}")
+              f"vm {s['vm'] * 1e3:.1f}   (at link time, in compile: VM factory "
+              f"{pv._planner.link_seconds * 1e3:.1f})")
         sys.stdout.flush()
 
 

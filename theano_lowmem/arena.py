@@ -36,8 +36,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .core.arena import ALIGN, ArenaPlan, bit_lists, check_arena, check_arena_conflicts, \
-    place, place_conflicts
+from .core.arena import ALIGN, CONFLICT_SECOND_MAX, GREEDY_IF_ABOVE, ArenaPlan, bit_lists, \
+    check_arena, check_arena_conflicts, place, place_conflicts
 from .core.conflicts import LazyStructure, conflict_sets
 from .core.memory import Lifetime
 
@@ -147,9 +147,11 @@ class PlanArena:
         self.installed = False
 
     def probe(self, all_cells: Sequence[list]) -> bool:
-        """After a ``allow_gc=False`` call: find the allocators and place again without
-        them (and with every method, if the placement was provisional).  Returns True
-        if the placement changed (the new views are installed)."""
+        """After a ``allow_gc=False`` call: find the allocators (ops that replaced their
+        view) and place the arena again without them (they reserve no bytes), or, if
+        there are none, with every method when the placement was provisional and a
+        refinement may pay.  Returns True if the views changed (the new ones are
+        installed)."""
         self.probed = True
         owner = _owner(self.buffer)
         allocators = []
@@ -158,24 +160,33 @@ class PlanArena:
             if a is not view and (owner is None or _owner(a) is not owner):
                 allocators.append(v)
         provisional, self.provisional = self.provisional, False
-        if not allocators:
-            if not provisional:
-                return False
-            plan = self._place(self.lifetimes)
-            if plan.size >= self.plan.size:
-                return False
-            self.plan = plan
-        else:
+        if allocators:
             self.allocators = tuple(allocators)
             self.allocator_cells = [c for v in allocators for c in self.group_cells[v]]
             drop = set(allocators)
             self.lifetimes = {v: lt for v, lt in self.lifetimes.items() if v not in drop}
             self.plan = self._place(self.lifetimes)
+        elif provisional and self._refinable():
+            plan = self._place(self.lifetimes)
+            if plan.size >= self.plan.size:
+                return False
+            self.plan = plan
+        else:
+            return False
         self.release()
         for c in all_cells:
             c[0] = None
         self.refill()
         return True
+
+    def _refinable(self) -> bool:
+        """Whether the full placement may beat the provisional one (it runs its second
+        method only above ``GREEDY_IF_ABOVE`` x the bound, and over a conflict graph only
+        up to ``CONFLICT_SECOND_MAX`` buffers)."""
+        p = self.plan
+        if p.size <= GREEDY_IF_ABOVE * p.lower_bound:
+            return False
+        return self.conflicts is None or len(self.lifetimes) <= CONFLICT_SECOND_MAX
 
     def summary(self) -> dict:
         """Figures for reports (all modelled: bytes the plan reserves)."""

@@ -55,6 +55,11 @@ _ARENA_PLANNERS: "weakref.WeakSet" = weakref.WeakSet()
 #: never more than flag ``lowmem_time_budget``.
 CALL_BUDGET_PER_1000 = 0.06
 CALL_BUDGET_FLOOR = 0.01
+#: ... for the first CALL_BUDGET_KNEE nodes; beyond, CALL_BUDGET_PER_1000_BEYOND (on 1,000-node
+#: nets the heuristics and a few exact windows find the order; the shape tape, the arena and
+#: the VM take the rest of the 100 ms per 1,000 nodes)
+CALL_BUDGET_KNEE = 200
+CALL_BUDGET_PER_1000_BEYOND = 0.025
 
 
 def _flag(name: str, default: Any) -> Any:
@@ -64,10 +69,14 @@ def _flag(name: str, default: Any) -> Any:
 def call_budget(n_nodes: int) -> float:
     """Scheduler budget (seconds of deterministic work) for a call-time plan of
     ``n_nodes`` nodes: ``CALL_BUDGET_FLOOR`` plus ``CALL_BUDGET_PER_1000`` per 1,000 nodes
-    (the rest of issue 10's 100 ms per 1,000 nodes goes to the shape tape, the model and
-    the arena), capped by ``lowmem_time_budget``."""
+    up to ``CALL_BUDGET_KNEE`` nodes, ``CALL_BUDGET_PER_1000_BEYOND`` per 1,000 after
+    (the rest of issue 10's 100 ms per 1,000 nodes goes to the shape tape, the model, the
+    arena and the VM), capped by ``lowmem_time_budget``."""
+    first = min(n_nodes, CALL_BUDGET_KNEE)
+    rest = n_nodes - first
     return min(float(_flag("lowmem_time_budget", 0.25)),
-               CALL_BUDGET_FLOOR + CALL_BUDGET_PER_1000 * n_nodes / 1000)
+               CALL_BUDGET_FLOOR + (CALL_BUDGET_PER_1000 * first +
+                                    CALL_BUDGET_PER_1000_BEYOND * rest) / 1000)
 
 
 @contextlib.contextmanager
@@ -440,7 +449,17 @@ class CallPlanner:
         self.program_seconds = 0.0
         # set at the first call; until then, as if the shape graphs read input values
         self.shape_cells, self.value_cells = [], [None]
-        self._cvm = None            # builds the plans' C VMs (made at the first new order)
+        # builds the plans' C VMs: made here, with the linked VM, since what it computes
+        # (make_vm's arguments that do not depend on the order) is link-time work
+        self._cvm = None
+        self.link_seconds = 0.0
+        if linker.use_cloop and type(base_vm).__name__ == "CVM" and lazy is None:
+            from .order import OrderFeature
+            feature = next((f for f in fgraph._features if isinstance(f, OrderFeature)), None)
+            if feature is not None:
+                t0 = time.perf_counter()
+                self._cvm = _CVMFactory(linker, fgraph, vm_args, feature, base_vm)
+                self.link_seconds = time.perf_counter() - t0
         self.signature = self._first_signature
         self.budget = 0
         self.action = "warn"

@@ -555,6 +555,10 @@ class LowMemLinker(VM_Linker):
                     if v in vid:
                         never.add(g.root(vid[v]))
                         never.add(vid[v])
+            elif isinstance(a.op, IfElse):  # its own (non-view) outputs are always fresh
+                for v in a.outputs:         # copies (val.copy(), ifelse.py:262-265, 276-281)
+                    if v in vid and g.root(vid[v]) == vid[v]:
+                        never.add(vid[v])
         arena_ids, arena_fortran, input_views = _arena_candidates(fgraph, model, order, never, {})
         if not arena_ids:       # nothing to place: unpin (an invalid feature pins nothing)
             from .order import OrderFeature
