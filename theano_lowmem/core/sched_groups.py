@@ -33,6 +33,10 @@ TOP = 12
 STEP_OPS = 2
 #: Larger graphs get no group moves: the ancestor and descendant bitmasks take O(N^2) bits.
 MAX_NODES = 5000
+#: Group moves start only with at least this many units per node and edge left: less
+#: pays for the tables and about one candidate sweep, which changes the order (a plateau
+#: move) without lowering the peak, and the searches after them start from another order.
+MIN_WORK_PER_EDGE = 10
 
 
 def closures(graph: Graph) -> tuple[list[int], list[int]]:
@@ -62,7 +66,8 @@ def group_pass(graph: Graph, t: MemTables, order: Sequence[int], budget: Budget,
 
     Work: ``2 * MemTables.edges`` for the ancestor and descendant sets, ``MemTables.edges``
     for the step tables before each move searched, 1 unit per ``STEP_OPS`` steps and buffers
-    read by a candidate; nothing when ``budget`` has less than ``4 * MemTables.edges`` left
+    read by a candidate; nothing when ``budget`` has less than ``MIN_WORK_PER_EDGE *
+    MemTables.edges`` left
     or the graph has more than ``MAX_NODES`` nodes (the sets take O(N^2) bits).
 
     Examples
@@ -75,7 +80,7 @@ def group_pass(graph: Graph, t: MemTables, order: Sequence[int], budget: Budget,
     (17, 10, True)
     """
     order = list(order)
-    if budget.left() < 4 * t.edges or graph.n_nodes > MAX_NODES:
+    if budget.left() < MIN_WORK_PER_EDGE * t.edges or graph.n_nodes > MAX_NODES:
         return order, False
     budget.spend(2 * t.edges)
     anc, desc = masks or closures(graph)
