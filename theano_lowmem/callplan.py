@@ -799,7 +799,10 @@ class PlannedVM:
                              # read by Function.__call__ on every call (function_module.py:
                              # 940, 949): the same for every plan's VM, so no __getattr__
                              allow_gc=getattr(base, "allow_gc", False), _gc=planner.gc,
-                             need_update_inputs=getattr(base, "need_update_inputs", True))
+                             need_update_inputs=getattr(base, "need_update_inputs", True),
+                             # read at every scan step (scan_op.py: the inner function's
+                             # VM); every plan's VM has the linked cells (_vm_for)
+                             storage_map=getattr(base, "storage_map", None))
         planner.proxy = weakref.ref(self)
         if planner.arena_ids:
             _ARENA_PLANNERS.add(planner)
@@ -820,7 +823,10 @@ class PlannedVM:
         return getattr(self.__dict__["_vm"], name)
 
     def __setattr__(self, name, value):
-        if name in self.__dict__:
+        if name == "storage_map":       # make_all sets it (vm.py:1144): ours and the VM's
+            self.__dict__[name] = value
+            setattr(self._vm, name, value)
+        elif name in self.__dict__:
             self.__dict__[name] = value
         else:
             setattr(self._vm, name, value)
