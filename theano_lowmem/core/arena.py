@@ -288,11 +288,13 @@ def clique_bound(sizes: Sequence[int], conflicts: Sequence[int], active: Sequenc
                  seeds: int = 64) -> int:
     """A lower bound on any placement of ``active``: the bytes of a set of buffers that
     pairwise conflict (they need disjoint bytes), grown greedily, largest first, from
-    each of the ``seeds`` largest buffers."""
-    by_size = sorted(active, key=lambda k: (-sizes[k], k))
+    each of the ``seeds`` largest buffers (among equal sizes, the ones with the most
+    conflicts first: on resnet_sd_train the best seed was the 74th of 200 equal-sized
+    buffers by index, bound 21.8 -> 22.8 MB for the same cost)."""
     mask = 0
     for k in active:
         mask |= 1 << k
+    by_size = sorted(active, key=lambda k: (-sizes[k], -(conflicts[k] & mask).bit_count(), k))
     best = 0
     for seed in by_size[:seeds]:
         cand, total = conflicts[seed] & mask, sizes[seed]
