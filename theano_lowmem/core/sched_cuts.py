@@ -92,16 +92,34 @@ class CutBound:
     def node_bound(self, executed: int, x: int) -> int:
         """Least bytes live while ``x`` runs, over every order completing ``executed``.
 
-        ``executed``: a down-set of node ids (bitmask) not holding ``x``.  Cost: one
-        max-flow (Edmonds-Karp) on the nodes neither forced before nor after ``x``.
+        Parameters
+        ----------
+        executed : int
+            A down-set of node ids (bit ``n`` set: node ``n`` ran), not holding ``x``.
+        x : int
+            An unrun node.
+
+        Returns
+        -------
+        int
+            ``spike[x]`` plus the least ``live(D)`` over the down-sets ``D`` that may run
+            before ``x``: exact (it is reached by some completion).  Cost: one max-flow
+            (Edmonds-Karp) on the nodes neither forced before nor after ``x``.
         """
         fixed, arcs = self._network(executed | self.anc[x], self.desc[x] | 1 << x)
         fixed += self.spike[x]
         return fixed + (self._max_flow(arcs) if arcs else 0)
 
     def lower_bound(self, executed: int = 0) -> int:
-        """Max of :meth:`node_bound` over the unrun nodes, and the bytes every order
-        holds once they all ran: a lower bound on the peak of any completion."""
+        """A lower bound on the peak of the remaining steps of any order completing
+        ``executed`` (a down-set bitmask, default: nothing ran).
+
+        Returns
+        -------
+        int
+            The max of :meth:`node_bound` over the unrun nodes, and of the bytes every
+            order holds once they all ran.  Cost: one max-flow per unrun node.
+        """
         unrun = self.full & ~executed
         held = sum(self.held[v] for v in range(self.n))
         return max([held] + [self.node_bound(executed, x) for x in _bits(unrun)])

@@ -64,6 +64,22 @@ def group_pass(graph: Graph, t: MemTables, order: Sequence[int], budget: Budget,
     """Apply improving group moves (module docstring) until none helps or ``budget`` runs
     out; return the new order and whether it changed.
 
+    Parameters
+    ----------
+    graph, t : Graph and its MemTables
+    order : sequence of int
+        A valid order (not changed).
+    budget : Budget
+        Charged with the work done.
+    masks : (list of int, list of int), optional
+        :func:`closures` of ``graph``, computed when not given (charged either way).
+
+    Returns
+    -------
+    (list of int, bool)
+        A valid order whose steps are never higher in leximax order (the peak never
+        rises), and True if it differs from ``order``.
+
     Work: ``2 * MemTables.edges`` for the ancestor and descendant sets, ``MemTables.edges``
     for the step tables before each move searched, 1 unit per ``STEP_OPS`` steps and buffers
     read by a candidate; nothing when ``budget`` has less than ``MIN_WORK_PER_EDGE *
