@@ -119,14 +119,18 @@ def test_elementwise_family_ops_give_the_same_results_into_garbage_outputs(name)
 
 
 # ---------------------------------------------------------------- the checker can fail
-class AccumulateIntoOutput(theano.Op):
-    """Python op, ``out = x``, wrong: adds ``x`` to a fitting array already in its cell."""
+class _UnaryToyOp(theano.Op):
+    """One tensor in, one tensor of the same type out."""
 
     __props__ = ()
 
     def make_node(self, x):
         x = T.as_tensor_variable(x)
         return theano.Apply(self, [x], [x.type()])
+
+
+class AccumulateIntoOutput(_UnaryToyOp):
+    """Python op, ``out = x``, wrong: adds ``x`` to a fitting array already in its cell."""
 
     def perform(self, node, inputs, out):
         x, = inputs
@@ -137,14 +141,8 @@ class AccumulateIntoOutput(theano.Op):
             out[0][0] = x.copy()
 
 
-class ScaleInputInPlace(theano.Op):
+class ScaleInputInPlace(_UnaryToyOp):
     """Python op, ``out = 2 * x``, wrong: doubles ``x`` in place without a destroy_map."""
-
-    __props__ = ()
-
-    def make_node(self, x):
-        x = T.as_tensor_variable(x)
-        return theano.Apply(self, [x], [x.type()])
 
     def perform(self, node, inputs, out):
         x, = inputs
