@@ -15,9 +15,17 @@ A move only changes the steps between ``a`` and ``b``; it is taken when it lower
 lexicographically), which, the other steps being unchanged, lowers the leximax of the
 whole order: the peak never rises, plateaus of equal peaks are crossed (a move may
 lower the second highest step only), and the search ends.  Only the ``TOP`` highest
-steps count.  Target positions: the first step, the peak step and half-way between
-(pulls), the last step, the peak step and half-way (pushes); the first improving move is
-taken (nodes nearest the peak first).
+steps count.  Target positions: the first step and the peak step (pulls), the peak step
+and half-way to the last step (pushes); the first improving move is taken (nodes nearest
+the peak first).
+
+Cost: a candidate is evaluated on its span only, and only the buffers its group reads can
+change the step they are freed at (:func:`_better`); a push rejected before the peak step
+rules out the farther pushes of the same node; the step tables are updated in place on
+the moved span after each move (:class:`_Steps`).  On RandWire #6 of
+``benchmarks/bench_ordering.py`` (55 nodes) this reaches the optimum from the call-time
+order in 11,100 units (charged as in the previous version: 2 steps or reads per unit)
+and 16 ms, against 19,300 units and 26-30 ms before, on the same loaded box.
 """
 from __future__ import annotations
 
@@ -28,9 +36,12 @@ from .sched_model import Budget, MemTables, fast_trace
 
 #: Only the ``TOP`` highest steps of the order count in the leximax a move must lower.
 TOP = 12
-#: Steps and buffer reads of a candidate evaluated per work unit (measured; see
+#: Steps, nodes, buffers and readers read per work unit (measured: at 3, a unit of group
+#: moves takes 0.9-0.95x the wall time of a unit of single-node moves and of the average
+#: unit of :func:`.schedule.schedule` on the 40-100-node graphs of
+#: ``benchmarks/bench_ordering.py``; at 2 it took 0.7x, at 4 1.2-1.5x; see
 #: :data:`.sched_model.WORK_PER_SECOND`).
-STEP_OPS = 2
+STEP_OPS = 3
 #: Larger graphs get no group moves: the ancestor and descendant bitmasks take O(N^2) bits.
 MAX_NODES = 5000
 #: Group moves start only with at least this many units per node and edge left: less
@@ -81,10 +92,10 @@ def group_pass(graph: Graph, t: MemTables, order: Sequence[int], budget: Budget,
         rises), and True if it differs from ``order``.
 
     Work: ``2 * MemTables.edges`` for the ancestor and descendant sets, ``MemTables.edges``
-    for the step tables before each move searched, 1 unit per ``STEP_OPS`` steps and buffers
-    read by a candidate; nothing when ``budget`` has less than ``MIN_WORK_PER_EDGE *
-    MemTables.edges`` left
-    or the graph has more than ``MAX_NODES`` nodes (the sets take O(N^2) bits).
+    for the step tables, then 1 unit per ``STEP_OPS`` steps, nodes, buffers and readers read
+    by a candidate or updated after a move, and ``N / STEP_OPS`` per move searched; nothing
+    when ``budget`` has less than ``MIN_WORK_PER_EDGE * MemTables.edges`` left or the graph
+    has more than ``MAX_NODES`` nodes (the sets take O(N^2) bits).
 
     Examples
     --------
@@ -100,47 +111,105 @@ def group_pass(graph: Graph, t: MemTables, order: Sequence[int], budget: Budget,
         return order, False
     budget.spend(2 * t.edges)
     anc, desc = masks or closures(graph)
+    budget.spend(t.edges)
+    st = _Steps(t, order)
     changed = False
     while not budget.exhausted:
-        budget.spend(t.edges)
-        new = _find_group_move(t, order, anc, desc, budget)
-        if new is None:
+        move = _find_group_move(t, st, anc, desc, budget)
+        if move is None:
             break
-        order, changed = new, True
-    return order, changed
+        budget.spend(st.apply(t, *move) // STEP_OPS + 1)
+        changed = True
+    return st.order, changed
 
 
-def _find_group_move(t: MemTables, order: list[int], anc: list[int], desc: list[int],
-                     budget: Budget) -> list[int] | None:
-    """The first improving pull or push across the first peak step ``p``, or None.
+class _Steps:
+    """Step tables of an order, updated in place after a group move: ``pos``, ``last`` (each
+    freeable buffer's last reader position), ``free`` (bytes freed at each position),
+    ``during`` and ``after`` (:func:`.sched_model.fast_trace`)."""
+
+    def __init__(self, t: MemTables, order: list[int]) -> None:
+        n = len(order)
+        self.order = order
+        self.pos = pos = [0] * n
+        for i, v in enumerate(order):
+            pos[v] = i
+        self.last = last = {c: max(pos[r] for r in rd) for c, rd in t.readers.items()}
+        self.free = free = [0] * n
+        for c, j in last.items():
+            free[j] += t.size[c]
+        self.during, self.after = fast_trace(t, order)
+
+    def apply(self, t: MemTables, lo: int, hi: int, seg: list[int]) -> int:
+        """Run ``seg`` (the same nodes as ``order[lo:hi + 1]``) there; return the work done
+        (steps, buffers and readers touched).  Only the buffers the span's nodes read can
+        change the step they are freed at, and those freed in the span stay in it."""
+        order, pos, last, free, size = self.order, self.pos, self.last, self.free, t.size
+        order[lo:hi + 1] = seg
+        for j in range(lo, hi + 1):
+            pos[order[j]] = j
+            free[j] = 0
+        work = 2 * len(seg)
+        for c in {c for v in seg for c in t.reads[v]}:
+            if lo <= last[c] <= hi:
+                rd = t.readers[c]
+                last[c] = j = max(pos[r] for r in rd)
+                free[j] += size[c]
+                work += len(rd)
+        live = self.after[lo - 1] if lo else 0
+        during, after, spike, alloc = self.during, self.after, t.spike, t.alloc
+        for j in range(lo, hi + 1):
+            v = order[j]
+            during[j] = live + spike[v]
+            live += alloc[v] - free[j]
+            after[j] = live
+        return work
+
+
+def _find_group_move(t: MemTables, st: _Steps, anc: list[int], desc: list[int],
+                     budget: Budget) -> tuple[int, int, list[int]] | None:
+    """The first improving pull or push ``(lo, hi, new order[lo:hi + 1])`` across the first
+    peak step ``p`` of ``st``, or None.
 
     Candidates, nearest the peak first (then pulls before pushes, then by target): pull
-    ``order[a]`` (``a > p``) to ``0``, ``p // 2`` or ``p``; push ``order[a]`` (``a <= p``) to
-    ``n - 1``, ``(p + n) // 2`` or ``p``.
+    ``order[a]`` (``a > p``) to ``0`` or ``p``; push ``order[a]`` (``a <= p``) to
+    ``(p + n) // 2`` or ``p``.  (Of the moves the three targets each way of the previous
+    version took on 30 graphs, none pulled to ``p // 2`` and 2 of 167 pushed to ``n - 1``.)
+    Ranking the candidates by the bytes the moved nodes take off the peak step instead
+    (measured with the evaluation before the in-place tables) took 38,000 units to reach
+    52 L on RandWire #6, against 18,000 to reach 51 L nearest first.
     """
-    during, after = fast_trace(t, order)
+    order, during, after = st.order, st.during, st.after
     n = len(order)
-    p = during.index(max(during))
+    top = max(during)
+    p = during.index(top)
     floor = sorted(during, reverse=True)[min(TOP, n) - 1]
-    pos = [0] * n
-    for i, v in enumerate(order):
-        pos[v] = i
-    last = {c: max(pos[r] for r in rd) for c, rd in t.readers.items()}
-    early = sorted({0, p // 2, p})
-    late = sorted({n - 1, (p + n) // 2, p})
-    cands = [(a - p, 0, b, a) for a in range(p + 1, n) for b in early]
-    cands += [(p - a, 1, b, a) for a in range(p + 1) for b in late if b > a]
-    cands.sort()
-    budget.spend(len(cands) // 4 + 1)
-    for _, push, b, a in cands:
-        if push:
-            lo, hi, seg = a, b, _pushed(order, a, b, desc[order[a]])
-        else:
-            lo, hi, seg = b, a, _pulled(order, a, b, anc[order[a]])
-        if _better(t, last, during, after[lo - 1] if lo else 0, lo, hi, seg, floor, budget):
-            return order[:lo] + seg + order[hi + 1:]
-        if budget.exhausted:
-            return None
+    budget.spend(n // STEP_OPS + 1)
+    early = (0, p) if p else (0,)
+    late = ((p + n) // 2, p) if (p + n) // 2 > p else (p,)
+    late = sorted(late)
+    for d in range(max(p + 1, n - p)):
+        for push, a in ((0, p + d), (1, p - d)):
+            if not 0 <= a < n or (a == p and not push):
+                continue
+            v = order[a]
+            for b in (late if push else early):
+                if push:
+                    if b <= a:
+                        continue
+                    lo, hi = a, b
+                    seg, gm = _pushed(order, a, b, desc[v]), desc[v] | 1 << v
+                else:
+                    lo, hi = b, a
+                    seg, gm = _pulled(order, a, b, anc[v]), anc[v] | 1 << v
+                r = _better(t, st.pos, st.last, st.free, during, after[lo - 1] if lo else 0, lo,
+                            hi, seg, gm, not push, floor, budget, p)
+                if r > 0:
+                    return lo, hi, seg
+                if budget.exhausted:
+                    return None
+                if r < 0:                  # farther pushes of v: rejected too
+                    break
     return None
 
 
@@ -158,36 +227,85 @@ def _pushed(order: list[int], a: int, b: int, desc_v: int) -> list[int]:
     return rest + [order[a]] + group
 
 
-def _better(t: MemTables, last: dict[int, int], during: list[int], live: int, lo: int,
-            hi: int, seg: list[int], floor: int, budget: Budget) -> bool:
-    """True if running ``seg`` at positions ``lo..hi`` (from ``live`` bytes) lowers the
-    leximax of those steps (steps below ``floor`` ignored).  ``last[c]``: position of
-    buffer ``c``'s last reader in the current order.  A buffer read in the span and by no
-    node after it is freed after its last reader in ``seg`` (found scanning ``seg`` from
-    the end); the others are not freed in the span.  Stops at the first step above the
-    span's old highest step.  Work: 1 unit per ``STEP_OPS`` steps and buffers read."""
+def _better(t: MemTables, pos: list[int], last: dict[int, int], free: list[int],
+            during: list[int], live: int, lo: int, hi: int, seg: list[int], gm: int,
+            pull: bool, floor: int, budget: Budget, cut: int = -1) -> int:
+    """1 if running ``seg`` at positions ``lo..hi`` (from ``live`` bytes) lowers the
+    leximax of those steps (steps below ``floor`` ignored), else 0, or -1 when a push is
+    rejected at a step above the old highest one of a rest node from positions up to ``cut``:
+    a push of the same node farther (a larger group) is rejected too (its rest nodes up to
+    ``cut`` are the same and run first, and free the same buffers or fewer).
+
+    ``seg`` is a pull (``pull``: the group, the nodes of ``gm`` in the span, first) or a
+    push (the group last) of the current order's ``order[lo:hi + 1]``; ``pos``, ``last``
+    (position of each buffer's last reader) and ``free`` (bytes freed at each position)
+    are the current order's.  Each side keeps its relative order, so a buffer changes the
+    node it is freed after only when its last reader was in the group and a node of the
+    rest reads it too (pull: the rest's last reader frees it), or its last reader was in
+    the rest and a group node reads it too (push: the group's last reader frees it): only
+    the group's reads are scanned.  Stops at the first step above the span's old highest
+    step, or once more steps reach it than before.  Work: 1 unit per ``STEP_OPS`` nodes of
+    the span, buffers and readers read, and steps simulated."""
     old = during[lo:hi + 1]
     top = max(old)
-    k = len(seg)
-    free = [0] * k
-    seen: set[int] = set()
-    ops = k
-    for j in range(k - 1, -1, -1):
-        for c in t.reads[seg[j]]:
-            if c not in seen:
-                seen.add(c)
-                if last[c] <= hi:
-                    free[j] += t.size[c]
-        ops += len(t.reads[seg[j]])
+    at_top = old.count(top)
+    size, reads, readers = t.size, t.reads, t.readers
+    ops = 2 * len(seg)                     # building seg and old's slice
+    adj: dict[int, int] = {}               # node -> bytes freed after it, minus the old ones
+    if pull:
+        for u in seg:
+            if not gm >> u & 1:
+                break
+            for c in reads[u]:
+                ops += 1
+                if last[c] != pos[u]:
+                    continue
+                rd = readers[c]
+                ops += len(rd)
+                r = max((pos[x] for x in rd if not gm >> x & 1 and lo <= pos[x] <= hi), default=-1)
+                if r >= 0:                 # a rest node in the span reads c: it frees it now
+                    adj[u] = adj.get(u, 0) - size[c]
+                    x = _at(pos, rd, r)
+                    adj[x] = adj.get(x, 0) + size[c]
+    else:
+        newlast: dict[int, int] = {}
+        for u in reversed(seg):
+            if not gm >> u & 1:
+                break
+            for c in reads[u]:
+                ops += 1
+                j = last[c]
+                if lo <= j <= hi and j > pos[u] and c not in newlast:
+                    newlast[c] = u         # the group's last reader (scanned from the end)
+        for c, u in newlast.items():
+            x = _at(pos, t.readers[c], last[c])
+            ops += len(t.readers[c])
+            if not gm >> x & 1:            # the old last reader stays in the rest
+                adj[x] = adj.get(x, 0) - size[c]
+                adj[u] = adj.get(u, 0) + size[c]
     new = []
     spike, alloc = t.spike, t.alloc
-    for j, u in enumerate(seg):
+    for u in seg:
         d = live + spike[u]
-        if d > top:
-            budget.spend(ops // STEP_OPS + 1)
-            return False
+        ops += 1
+        if d >= top:
+            if d > top:
+                budget.spend(ops // STEP_OPS + 1)
+                return -1 if not pull and pos[u] <= cut and not gm >> u & 1 else 0
+            at_top -= 1
+            if at_top < 0:
+                budget.spend(ops // STEP_OPS + 1)
+                return 0
         new.append(d)
-        live += alloc[u] - free[j]
+        live += alloc[u] - free[pos[u]] - adj.get(u, 0)
     budget.spend(ops // STEP_OPS + 1)
-    return (sorted((d for d in new if d >= floor), reverse=True)
-            < sorted((d for d in old if d >= floor), reverse=True))
+    return int(sorted((d for d in new if d >= floor), reverse=True)
+               < sorted((d for d in old if d >= floor), reverse=True))
+
+
+def _at(pos: list[int], nodes, j: int) -> int:
+    """The node of ``nodes`` at position ``j``."""
+    for x in nodes:
+        if pos[x] == j:
+            return x
+    raise AssertionError(j)

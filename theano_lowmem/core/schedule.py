@@ -83,6 +83,12 @@ MULTI_START_SHARE = 8
 #: and single-node moves, may spend this fraction (numerator, denominator) of the budget
 #: left; the windows then polish their order, and the depth-first search gets the rest.
 GROUP_SHARE = (1, 4)
+#: With a budget of at least ``GROUP_EARLY_FROM`` units per node and edge (RandWire cells of
+#: up to about 60 nodes, elementwise DAGs of up to about 70 at the call-time budget), the
+#: group moves run at once after the first single-node moves, before the windows, with
+#: ``GROUP_EARLY_SHARE`` of the budget left (``benchmarks/bench_ordering.py``).
+GROUP_EARLY_FROM = 40
+GROUP_EARLY_SHARE = (3, 4)
 #: When the budget is at least ``HEURISTIC_SHARE_FROM`` units per node and edge (small
 #: graphs: 40-100 nodes at the call-time budget), the heuristics after the first two run
 #: only while the work spent, theirs included, stays within ``HEURISTIC_SHARE`` of the
@@ -295,13 +301,13 @@ def _improve(graph: Graph, tables: MemTables, best: list[int], best_peak: int, m
     moved = False          # the single-node moves ran on the current order and found nothing
     during = after = pos = []
 
-    def moves(run: bool = True, groups: bool = False) -> bool:
+    def moves(run: bool = True, groups: bool = False, share: tuple[int, int] = GROUP_SHARE) -> bool:
         """Single-node moves on ``best`` (:mod:`.sched_moves`), or group moves
         (:mod:`.sched_groups`, at most ``GROUP_SHARE`` of the budget left); refresh the
         step tables."""
         nonlocal best, best_peak, method, during, after, pos
         if groups:
-            sub = Budget(budget.left() * GROUP_SHARE[0] // GROUP_SHARE[1], budget.cap)
+            sub = Budget(budget.left() * share[0] // share[1], budget.cap)
             order, changed = group_pass(graph, tables, best, sub)
             budget.spend(sub.spent)
             budget.capped |= sub.capped
@@ -318,6 +324,11 @@ def _improve(graph: Graph, tables: MemTables, best: list[int], best_peak: int, m
 
     moves(not settled)                    # ``settled``: they already ran to a local optimum
     moved = True
+    if (budget.limit is not None and budget.limit >= GROUP_EARLY_FROM * tables.edges
+            and best_peak > lower):
+        grouped = True
+        if moves(groups=True, share=GROUP_EARLY_SHARE):
+            moved = False
     while not budget.exhausted:
         p = during.index(best_peak)
         i = bisect.bisect_right(bounds, p)
