@@ -33,12 +33,12 @@ from theano_lowmem import families as fam
 from theano_lowmem import families_nets as nets
 from theano_lowmem.testing import prealloc as pa
 
-#: families_nets families left to --runslow: their op classes are covered by the default
-#: ones (lenet: conv, pool and their gradients, Argmax; densenet_train: AveragePoolGrad,
-#: Join, Split; resnet_sd_train: IfElse, Alloc; lstm_seq_train: Scan and its inner graphs;
-#: mlp_mnist_train), and each stock compile costs 5-15 s (suite time)
-SLOW_NETS = {"densenet_eval", "resnet_bneck_train", "resnet_bneck_eval", "inception_net_train",
-             "inception_net_eval", "lstm_seq_eval", "mlp_mnist_eval", "resnet_sd_eval"}
+#: families_nets families in the default run: conv, pool and their gradients (lenet_train),
+#: IfElse and Alloc (resnet_sd_train), Scan and its inner graphs (lstm_seq_train).  The
+#: others (densenet_train: AveragePoolGrad, Join, Split; the _eval ones: Argmax; ...) run
+#: with --runslow: each stock compile costs 5-30 s (suite time)
+DEFAULT_NETS = {"lenet_train", "resnet_sd_train", "lstm_seq_train"}
+SLOW_NETS = set(nets.FAMILIES) - DEFAULT_NETS
 #: families.py families checked: name -> (builder, slow); the DAGs have the seeds of
 #: benchmarks/bench_arena.py (dag_D, the smallest, has every op class of the others)
 FAMILIES = {
