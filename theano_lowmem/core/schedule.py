@@ -13,7 +13,8 @@ holds the peak step, otherwise on windows of the best order around the peak
 step, growing until a whole sweep of sizes finds nothing better (a local
 optimum); there, the moves again if the windows changed the order, then, once, group
 moves (:mod:`.sched_groups`: a node pulled before the peak step with its ancestors, or
-pushed after it with its descendants), then one
+pushed after it with its descendants; on small graphs they run instead before the
+windows, right after the first single-node moves, with most of the budget left), then one
 anytime depth-first branch and bound of the peak step's
 segment (:meth:`.sched_exact._Window.search_dfs`) spends most of the budget left
 looking for a lower peak, and the windows polish what it finds.  Candidates are scored with :func:`.sched_model.fast_trace`, which the
@@ -107,7 +108,7 @@ class Schedule:
     ``order``: node ids, a valid order of the graph; ``peak`` ==
     ``memory.peak(graph, order)``; ``method``: the candidate it came from
     (``'baseline'``, ``'tree'``, ``'tree+deps'``, a heuristic name, a heuristic name + ``'+moves'``,
-    ``'moves'``, ``'exact'``, ``'segment'``, ``'window'``, ``'dfs'``);
+    ``'moves'``, ``'groups'``, ``'exact'``, ``'segment'``, ``'window'``, ``'dfs'``);
     ``optimal``: proven optimal; ``lower_bound``: proven lower bound on the optimum;
     ``baseline_peak``: peak of the given baseline; ``elapsed``: seconds spent;
     ``work``: work units spent (deterministic); ``capped``: the wall-clock safety cap
