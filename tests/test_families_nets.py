@@ -180,7 +180,7 @@ def compile_times(names, child=CHILD) -> dict:
 
 
 def test_densenet_compile_time_ratio_to_stock():
-    names = ["densenet_train", "densenet_eval"]
+    names = ["densenet_train"]     # the family of the hang (densenet_eval: benchmark table)
     t0 = time.perf_counter()
     times = compile_times(names)
     report = {n: (min(t["lowmem"]) / min(t["stock"]), t) for n, t in times.items()}
