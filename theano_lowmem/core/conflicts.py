@@ -125,7 +125,17 @@ def post_dominators(s: LazyStructure) -> tuple[list[int], list[int]]:
     return ipdom, [r(x) for x in range(n)] + [n]
 
 
-def chain_prefixes(s: LazyStructure) -> tuple[list[int], list[float]]:
+def _always_successors(s: LazyStructure) -> list[list[int]]:
+    """Per node: the nodes that always wait for it directly."""
+    out: list[list[int]] = [[] for _ in range(s.n_nodes)]
+    for x in range(s.n_nodes):
+        for p in set(s.always[x]):
+            out[p].append(x)
+    return out
+
+
+def chain_prefixes(s: LazyStructure, always_succ: list[list[int]] | None = None
+                   ) -> tuple[list[int], list[float]]:
     """How much of the chain has surely run when a node runs, and when a node is
     finished for good.
 
@@ -150,10 +160,8 @@ def chain_prefixes(s: LazyStructure) -> tuple[list[int], list[float]]:
     pos = {x: i for i, x in enumerate(chain)}
     prereq_sets = [set(p) for p in s.prereqs] if s.prereqs else [set()] * n
     inf = float("inf")
-    always_succ: list[list[int]] = [[] for _ in range(n)]
-    for x in range(n):
-        for p in set(s.always[x]):
-            always_succ[p].append(x)
+    if always_succ is None:
+        always_succ = _always_successors(s)
     start = [0] * n         # chain prefix that has run when x's evaluation starts
     ran = [0] * n
     ran_by: list[float] = [inf] * n     # a chain position whose run implies x ran
@@ -211,10 +219,7 @@ def conflict_sets(s: LazyStructure, writer: Sequence[int], writers: Sequence[Seq
     """
     n, m = s.n_nodes, len(writer)
     ipdom, _ = post_dominators(s)
-    always_succ: list[list[int]] = [[] for _ in range(n)]
-    for x in range(n):
-        for p in set(s.always[x]):
-            always_succ[p].append(x)
+    always_succ = _always_successors(s)
     vb = [0] * n                    # buffers first written by node x
     for k, w in enumerate(writer):
         vb[w] |= 1 << k
@@ -233,7 +238,7 @@ def conflict_sets(s: LazyStructure, writer: Sequence[int], writers: Sequence[Seq
         d = ipdom[x]
         up[x] = after_x[x] | (up[d] if d != EXIT else 0)
     if s.chain:                     # and writers that run after t's chain node ran
-        ran, ends = chain_prefixes(s)
+        ran, ends = chain_prefixes(s, always_succ)
         by_ran: dict[int, int] = {}
         for k, w in enumerate(writer):
             by_ran[ran[w]] = by_ran.get(ran[w], 0) | 1 << k
