@@ -100,3 +100,45 @@ def test_traced_copy_of_a_scan_function_traces_the_outer_nodes(linker):
     g(*case.make_args())
     case.reset()
     assert sorted(map(str, log)) == sorted(map(str, f.maker.fgraph.apply_nodes))
+
+
+def test_inner_arena_views_are_back_in_their_cells_at_every_run():
+    """With ``config.allow_gc`` on, Scan empties its inner function's cells after the loop
+    (``Function.free``, scan_op.py:961-967): the next run must put the arena views back
+    (before: they stayed out and every step allocated).  Checked at the VM, at every
+    step, against the cells themselves; and the later steps of a run call the plan's VM
+    directly (no per-step bookkeeping)."""
+    assert theano.config.allow_gc
+    case = families.lstm(steps=5, batch=3, n_in=5, n_hid=4)
+    f = case.compile(_mode("cvm_lowmem_nogc"))
+    ref = case.compile(theano.Mode(linker="cvm_nogc", optimizer="fast_run"))
+    args = case.make_args()
+    case.reset()
+    f(*args)
+    with_arena = [pv for pv in _inner(f) if pv.current.arena is not None]
+    assert with_arena, "the test needs an inner function with an arena"
+    seen = []
+    for pv in with_arena:
+        plan = pv.current
+        real = plan.vm
+
+        def recording(*a, real=real, arena=plan.arena, **k):
+            seen.append(all(c[0] is view for c, view in arena.views))
+            return real(*a, **k)
+        plan.vm = recording
+        pv.__dict__["_vm"] = recording
+    fast = []
+    for _ in range(3):
+        assert all(pv.plans for pv in with_arena)
+        out = f(*args)
+        fast.extend(pv.current.calls for pv in with_arena)
+    case.reset()
+    for _ in range(4):
+        expect = ref(*args)
+    case.reset()
+    ours = [f(*args) for _ in range(4)]
+    same(ours[-1], expect)
+    assert seen and all(seen), seen
+    assert len(seen) == 3 * 5 * len(with_arena) + 4 * 5 * len(with_arena)
+    n = len(with_arena)
+    assert out is not None and fast[-n:] == [c + 5 for c in fast[-2 * n:-n]], fast
