@@ -49,7 +49,12 @@ MODES = {"stock_gc": dict(linker="cvm", optimizer="fast_run"),
 
 DAGS = {   # name -> mixed_dag arguments (issue 11's irregular graphs: L, 2L, 4L doubles)
     "dag_A": dict(n=60, seed=1), "dag_B": dict(n=100, seed=2),
-    "dag_C": dict(n=100, seed=3, max_in=2), "dag_D": dict(n=12, seed=4)}
+    "dag_C": dict(n=100, seed=3, max_in=2), "dag_D": dict(n=12, seed=4),
+    # allocation-heavy: the same graphs with memory-bound cells (no tanh), where allocating
+    # an output is a large part of a cell's cost
+    "dag_A_cheap": dict(n=60, seed=1, cheap=True), "dag_C_cheap": dict(n=100, seed=3, max_in=2,
+                                                                      cheap=True),
+    "dag_D_cheap": dict(n=12, seed=4, cheap=True)}
 NETS = ("resnet_bneck_train", "inception_net_train", "densenet_train", "resnet_sd_train", "mlp_mnist_train",
         "lstm_seq_train")
 

@@ -184,6 +184,17 @@ def test_arena_results_bit_identical_across_shapes_and_bytes_really_shared(dag, 
     assert assert_no_live_overlap(g, log) > 0, "nothing shares bytes: the check is empty"
 
 
+def test_memory_bound_dag_bit_identical_across_shapes():
+    """The allocation-heavy variant of the benchmark's DAGs (``cheap=True``: no tanh, so
+    every cell is a multiply-add straight into its arena view)."""
+    case = families.mixed_dag(n=30, seed=5, length=1500, cheap=True)
+    f, ref = case.compile(ours()), case.compile(theano.Mode(**STOCK_NOGC))
+    for n in (1500, 400, 1500):
+        args = case.make_args(length=n)
+        _same(f(*args), ref(*args))
+    assert planned_vm(f).current.arena.ids
+
+
 def test_arena_holds_about_the_gc_on_peak_and_allocates_nothing(dag):
     """Measured: gc-off with the arena holds <= 1.10x the gc-on peak of our order, where
     stock gc-off holds much more, and a warm call allocates only its output."""

@@ -311,12 +311,14 @@ FAMILIES.update({"randwire_ws": randwire,
                  "wide": wide})
 
 
-def mixed_dag(n=60, length=100_000, seed=0, max_in=3) -> Case:
+def mixed_dag(n=60, length=100_000, seed=0, max_in=3, cheap=False) -> Case:
     """An irregular DAG of ``n`` elementwise cells over values of three sizes (issue 11).
 
     Every value is a ``(r, length)`` float64 matrix with ``r`` in 1, 2, 4 rows (L, 2L,
     4L doubles).  A cell reads one to ``max_in`` earlier values (recent ones more
-    often) and computes ``tanh(sum(terms) * c)`` with ``r`` rows (at most the widest
+    often) and computes ``tanh(sum(terms) * c)`` (``cheap``: ``sum(terms) * c``, a
+    memory-bound cell, so that allocating its output is a large part of its cost)
+    with ``r`` rows (at most the widest
     input's): an input with at least ``r`` rows gives its first ``r`` rows (a view),
     a narrower one its first row broadcast.  The sinks are summed into the one
     output, so every intermediate is an arena candidate and every op writes into its
@@ -340,7 +342,8 @@ def mixed_dag(n=60, length=100_000, seed=0, max_in=3) -> Case:
         h = terms[0]
         for t in terms[1:]:
             h = h + t
-        vals.append((T.tanh(h * (0.5 + 0.01 * i)), r))
+        h = h * (0.5 + 0.01 * i)
+        vals.append((h if cheap else T.tanh(h), r))
         for j in idx:
             readers[j] += 1
         readers.append(0)
@@ -351,7 +354,7 @@ def mixed_dag(n=60, length=100_000, seed=0, max_in=3) -> Case:
 
     def make_args(length: int = length):
         return [np.random.default_rng(seed + 1).standard_normal((4, length))]
-    return Case(f"mixed_dag_{n}_{seed}", [x], [total], make_args)
+    return Case(f"mixed_dag_{n}_{seed}" + ("_cheap" if cheap else ""), [x], [total], make_args)
 
 
 FAMILIES.update({"mixed_dag": mixed_dag})
