@@ -18,6 +18,7 @@ optimum, from one run.
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import statistics
 import time
@@ -48,7 +49,19 @@ def main(argv=None) -> None:
     ap.add_argument("--exact-budget", type=float, default=20.0)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--verbose", action="store_true", help="one line per graph")
+    ap.add_argument("--floor", type=float, default=None,
+                    help="budget floor in seconds (default: callplan.call_budget's)")
+    ap.add_argument("--per-1000", type=float, default=None,
+                    help="budget seconds per 1,000 nodes (default: callplan.call_budget's)")
+    ap.add_argument("--dump", default=None, help="write one JSON record per graph to this file")
     a = ap.parse_args(argv)
+
+    def budget(n: int) -> float:
+        if a.floor is None and a.per_1000 is None:
+            return call_budget(n)
+        return (a.floor or 0.0) + (a.per_1000 or 0.0) * n / 1000
+
+    records = []
     print(f"{'family':<22s} {'graphs':>6s} {'proven':>6s} {'<=3%':>6s} {'<=5%':>6s} "
           f"{'max':>7s} {'mean':>7s} {'plan ms (median)':>16s}")
     for name, make in FAMILIES.items():
@@ -59,7 +72,7 @@ def main(argv=None) -> None:
             g = mixed(make(n, a.seed + i), a.seed + i)
             base = g.topological_order()
             t0 = time.perf_counter()
-            ours = schedule(g, baseline=base, time_budget=call_budget(g.n_nodes))
+            ours = schedule(g, baseline=base, time_budget=budget(g.n_nodes))
             times.append(time.perf_counter() - t0)
             ref = reference_schedule(g, time_budget=a.exact_budget, upper_bound=ours.peak)
             best = min(ref.peak, ours.peak)
@@ -70,6 +83,10 @@ def main(argv=None) -> None:
                 ratios.append(ours.peak / best)
             else:
                 unproven.append(ours.peak / max(1, ref.lower_bound))
+            records.append(dict(family=name, i=i, seed=a.seed, nodes=g.n_nodes, ours=ours.peak,
+                                method=ours.method, optimal=ours.optimal, work=ours.work,
+                                ms=times[-1] * 1e3, ref=ref.peak, lower=ref.lower_bound,
+                                proven=proven))
             if a.verbose:
                 print(f"  {name[:12]} #{i:<2d} nodes {g.n_nodes:3d}  ours {ours.peak / L:5.0f} L "
                       f"({ours.method})  exact {ref.peak / L:5.0f} L  lower bound "
@@ -82,6 +99,9 @@ def main(argv=None) -> None:
               f"{statistics.median(times) * 1e3:>14.1f}"
               + (f"   unproven: {len(unproven)} (ours / lower bound <= "
                  f"{max(unproven):.3f})" if unproven else ""))
+    if a.dump:
+        with open(a.dump, "w") as f:
+            json.dump(records, f, indent=0)
 
 
 if __name__ == "__main__":
