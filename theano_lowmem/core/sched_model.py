@@ -54,6 +54,10 @@ class MemTables:
     held_total: int
     size: tuple[int, ...] = ()
     edges: int = 0
+    #: ``readers`` split for :func:`fast_trace`: ``(reader, size)`` of the freeable buffers
+    #: with one reader, ``(readers, size)`` of the others
+    single: tuple[tuple[int, int], ...] = ()
+    multi: tuple[tuple[tuple[int, ...], int], ...] = ()
 
 
 def mem_tables(graph: Graph) -> MemTables:
@@ -86,8 +90,10 @@ def mem_tables(graph: Graph) -> MemTables:
         inbytes.append(sum(size[b] for b in roots if producer[b] >= 0))
     spike = tuple(a + w for a, w in zip(alloc, graph.workspace))
     edges = graph.n_nodes + sum(map(len, graph.node_inputs)) + sum(map(len, graph.preds))
+    single = tuple((rd[0], size[b]) for b, rd in readers.items() if len(rd) == 1)
+    multi = tuple((rd, size[b]) for b, rd in readers.items() if len(rd) > 1)
     return MemTables(tuple(alloc), spike, tuple(reads), readers, tuple(held), tuple(inbytes),
-                     sum(held), size, edges)
+                     sum(held), size, edges, single, multi)
 
 
 def static_lower_bound(tables: MemTables) -> int:
@@ -120,8 +126,11 @@ def fast_trace(t: MemTables, order: Sequence[int]) -> tuple[list[int], list[int]
     for i, n in enumerate(order):
         pos[n] = i
     free = [0] * len(order)
-    for b, rd in t.readers.items():
-        free[max(pos[r] for r in rd)] += t.size[b]
+    for r, sz in t.single:
+        free[pos[r]] += sz
+    at = pos.__getitem__
+    for rd, sz in t.multi:
+        free[max(map(at, rd))] += sz
     during, after, live = [], [], 0
     alloc, spike = t.alloc, t.spike
     for i, n in enumerate(order):
