@@ -17,7 +17,12 @@ pushed after it with its descendants; on small graphs they run instead before th
 windows, right after the first single-node moves, with most of the budget left), then one
 anytime depth-first branch and bound of the peak step's
 segment (:meth:`.sched_exact._Window.search_dfs`) spends most of the budget left
-looking for a lower peak, and the windows polish what it finds.  Candidates are scored with :func:`.sched_model.fast_trace`, which the
+looking for a lower peak, and the windows polish what it finds.  Early stop: after the
+heuristics, after the multi-start moves and after the first moves of the windows' phase,
+the minimum-cut bound (:func:`.sched_cuts.node_cut_bound`) of the nodes at the best
+order's peak steps is tried; once one reaches the peak, the order is optimal and the
+search stops (most call-time graphs of regular nets and elementwise DAGs, within a few
+heuristics).  Candidates are scored with :func:`.sched_model.fast_trace`, which the
 tests check against :func:`~.memory.simulate`, so bytes live across a window or
 a cut are always accounted for.
 
@@ -108,8 +113,12 @@ HEURISTIC_SHARE_FROM = 20
 CUT_WORK_PER_EDGE = 8
 CUT_SCANS_PER_UNIT = 3
 #: ... and all of them at most ``1 / CUT_SHARE`` of the budget.
+#: The proofs run after the heuristics, after the multi-start moves and after the first
+#: single-node and group moves of :func:`_improve`, not inside its window loop: there the
+#: peak falls often and the flows (rarely proving on irregular graphs) cost the windows
+#: units they need (``benchmarks/bench_ordering.py``, seeds 42 and 7: 2 RandWire cells
+#: more above 3%, 2 more proven).
 CUT_SHARE = 8
-CUT_IN_LOOP = False
 
 
 class _CutProof:
@@ -414,11 +423,9 @@ def _improve(graph: Graph, tables: MemTables, best: list[int], best_peak: int, m
             moved = False
     if proof is not None and grouped:
         lower = proof.lower(best, best_peak, during, lower)
+    if lower >= best_peak:
+        return best, best_peak, method, True, best_peak
     while not budget.exhausted:
-        if proof is not None and CUT_IN_LOOP:
-            lower = proof.lower(best, best_peak, during, lower)
-            if lower >= best_peak:
-                return best, best_peak, method, True, best_peak
         p = during.index(best_peak)
         i = bisect.bisect_right(bounds, p)
         seg, seg_end = bounds[i - 1], bounds[i]
