@@ -423,9 +423,9 @@ def _improve(graph: Graph, tables: MemTables, best: list[int], best_peak: int, m
             moved = False
     if proof is not None and grouped:
         lower = proof.lower(best, best_peak, during, lower)
-    if lower >= best_peak:
-        return best, best_peak, method, True, best_peak
     while not budget.exhausted:
+        if lower >= best_peak:    # reached a bound proven earlier (a cut, a segment search)
+            return best, best_peak, method, True, best_peak
         p = during.index(best_peak)
         i = bisect.bisect_right(bounds, p)
         seg, seg_end = bounds[i - 1], bounds[i]
