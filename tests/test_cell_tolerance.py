@@ -121,9 +121,14 @@ def test_ops_accept_any_array_of_their_type_in_their_output_cell(name):
     assert filled > 0
 
 
-def test_fortran_arrays_of_the_right_shape_would_change_results():
-    """Why Fortran-ordered values never share: stock Theano itself gives other bits when a
-    Dot22 finds a Fortran array of the right shape in its cell."""
+def test_fortran_arrays_of_the_right_shape_change_the_blas_path():
+    """Why Fortran-ordered values never share: a Dot22 that finds a Fortran array of the
+    right shape in its cell writes into it (blas.py, Dot22's C code keeps an output whose
+    dims fit), so stock Theano itself then runs another BLAS call (other transpose flags)
+    and every later op sees a Fortran operand.  Whether that gives other bits depends on
+    the BLAS build and CPU (it did with OpenBLAS on the Intel machines of earlier stops, not
+    with OpenBLAS 0.3.21 on AMD EPYC): what this checks everywhere is that the layout
+    reaches the results' computation."""
     case = CASES["mlp_mnist_train"]()
     args = case.make_args()
     case.reset()
@@ -134,16 +139,21 @@ def test_fortran_arrays_of_the_right_shape_would_change_results():
     f = case.compile(mode=STOCK)
     f(*args)
     case.reset()
-    n = 0
+    placed = []
     for var, cell in f.fn.storage_map.items():
         if var.owner is not None and type(var.owner.op).__name__ == "Dot22" and \
-                isinstance(cell[0], np.ndarray) and cell[0].ndim == 2:
+                isinstance(cell[0], np.ndarray) and cell[0].ndim == 2 and min(cell[0].shape) > 1:
             cell[0] = np.asfortranarray(cell[0])
-            n += 1
+            placed.append((cell, cell[0]))
     f(*args)
     got = [s.get_value() for s, _ in case.shared]
-    assert n > 0
-    assert not all(np.array_equal(a, b) for a, b in zip(got, want))
+    assert placed
+    # the op wrote into the Fortran arrays it found (stock keeps cells with allow_gc=False)
+    kept = [c for c, a in placed if c[0] is a and a.flags.f_contiguous and not a.flags.c_contiguous]
+    assert kept, "Dot22 replaced every Fortran array: the premise of the rule is gone"
+    # the bits: `got` vs `want` differ with OpenBLAS on Intel CPUs, not on AMD EPYC with
+    # OpenBLAS 0.3.21 (not asserted: it is the BLAS build's rounding, not Theano's)
+    assert len(got) == len(want)
 
 
 @pytest.mark.parametrize("name", ["mlp_mnist_train", "lenet_train", "resnet", "transformer"])

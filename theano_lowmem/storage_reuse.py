@@ -91,7 +91,8 @@ def may_be_fortran(fgraph, order) -> set:
     allocates Fortran order when all its inputs are Fortran (elemwise.py:929-952); a
     layout that differs from the one stock Theano would have produced changes the
     floating-point path of later BLAS calls, so results would no longer be bit-identical
-    (tests/test_cell_tolerance.py shows it).  Such values never share a cell: the graph
+    (tests/test_cell_tolerance.py: the layout stays; the bits differed with OpenBLAS on
+    Intel CPUs, not on AMD EPYC with OpenBLAS 0.3.21).  Such values never share a cell: the graph
     inputs (a caller may pass Fortran arrays), transposing views, ``Elemwise`` outputs
     whose every 2+-d input may be Fortran, and outputs of ops that are not known to
     allocate C order (Python ops, ``Gemm{no_inplace}``, which copies its input's layout).
