@@ -1,6 +1,11 @@
 """Ordering quality with exact sizes, at the call-time scheduling budget (issue 10).
 
     python benchmarks/bench_ordering.py [--graphs 40] [--exact-budget 20] [--seed 42]
+        [--floor S --per-1000 S] [--dump FILE.json]
+
+``--floor``/``--per-1000``: measure another call-time budget (seconds of work, floor plus
+per 1,000 nodes) instead of :func:`theano_lowmem.callplan.call_budget`'s; ``--dump``: one
+JSON record per graph (ours, the reference's order and lower bound, work, ms).
 
 Irregular graphs of 40-100 nodes: random elementwise DAGs (Erdos-Renyi) and
 RandWire-style cells (Watts-Strogatz), every value a vector of one of three
