@@ -102,12 +102,11 @@ def test_traced_copy_of_a_scan_function_traces_the_outer_nodes(linker):
     assert sorted(map(str, log)) == sorted(map(str, f.maker.fgraph.apply_nodes))
 
 
-def test_inner_arena_views_are_back_in_their_cells_at_every_run():
-    """With ``config.allow_gc`` on, Scan empties its inner function's cells after the loop
-    (``Function.free``, scan_op.py:961-967): the next run must put the arena views back
-    (before: they stayed out and every step allocated).  Checked at the VM, at every
-    step, against the cells themselves; and the later steps of a run call the plan's VM
-    directly (no per-step bookkeeping)."""
+def test_scan_inner_functions_freed_after_each_run_get_no_arena():
+    """With ``config.allow_gc`` on, Scan empties its inner function's cells after every
+    run (``Function.free``, scan_op.py:958-967): such inner functions get no arena
+    (design 0006, point 10); results stay stock's, and the later steps of a run call the
+    plan's VM directly."""
     assert theano.config.allow_gc
     case = families.lstm(steps=5, batch=3, n_in=5, n_hid=4)
     f = case.compile(_mode("cvm_lowmem_nogc"))
@@ -115,30 +114,39 @@ def test_inner_arena_views_are_back_in_their_cells_at_every_run():
     args = case.make_args()
     case.reset()
     f(*args)
-    with_arena = [pv for pv in _inner(f) if pv.current.arena is not None]
-    assert with_arena, "the test needs an inner function with an arena"
-    seen = []
-    for pv in with_arena:
-        plan = pv.current
-        real = plan.vm
+    inner = _inner(f)
+    assert inner and all(pv.current.arena is None for pv in inner)
+    assert all(pv._planner.arena_ids == () for pv in inner)
+    before = [pv.current.calls for pv in inner]
+    f(*args)
+    assert [pv.current.calls for pv in inner] == [b + 5 for b in before]
+    case.reset()
+    expect = [ref(*args) for _ in range(3)][-1]
+    case.reset()
+    same([f(*args) for _ in range(3)][-1], expect)
 
-        def recording(*a, real=real, arena=plan.arena, **k):
-            seen.append(all(c[0] is view for c, view in arena.views))
-            return real(*a, **k)
-        plan.vm = recording
-        pv.__dict__["_vm"] = recording
-    fast = []
+
+def test_arena_views_are_back_in_their_cells_after_function_free():
+    """``Function.free()`` (public; Scan calls it on inner functions) empties every cell of
+    a gc-off function: the next call puts the arena views back (before stop 17 they stayed
+    out: every op allocated while the arena stayed held).  Checked at the VM, against
+    the cells themselves."""
+    case = families.mixed_dag(n=20, seed=3, length=3000)
+    f = case.compile(_mode("cvm_lowmem_nogc"))
+    ref = case.compile(theano.Mode(linker="cvm_nogc", optimizer="fast_run"))
+    args = case.make_args()
+    f(*args)
+    plan = planned_vm(f).current
+    assert plan.arena is not None and plan.arena.views
+    real, seen = plan.vm, []
+
+    def recording(*a, **k):
+        seen.append(all(c[0] is view for c, view in plan.arena.views))
+        return real(*a, **k)
+    plan.vm = recording
+    planned_vm(f).__dict__["_vm"] = recording
     for _ in range(3):
-        assert all(pv.plans for pv in with_arena)
-        out = f(*args)
-        fast.extend(pv.current.calls for pv in with_arena)
-    case.reset()
-    for _ in range(4):
-        expect = ref(*args)
-    case.reset()
-    ours = [f(*args) for _ in range(4)]
-    same(ours[-1], expect)
-    assert seen and all(seen), seen
-    assert len(seen) == 3 * 5 * len(with_arena) + 4 * 5 * len(with_arena)
-    n = len(with_arena)
-    assert out is not None and fast[-n:] == [c + 5 for c in fast[-2 * n:-n]], fast
+        f.free()
+        assert not any(c[0] is view for c, view in plan.arena.views)
+        same(f(*args), ref(*args))
+    assert seen == [True] * 3

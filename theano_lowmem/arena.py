@@ -149,6 +149,12 @@ class PlanArena:
             self.installed = False
         return not self.installed
 
+    def emptied_first(self) -> bool:
+        """Whether the first view is out of its cell (``Function.free()`` empties every
+        cell at once, function_module.py:1009-1021): one comparison per call."""
+        views = self.views
+        return bool(views) and views[0][0][0] is not views[0][1]
+
     def release(self) -> None:
         """Forget the buffer and the views (the caller empties the cells)."""
         self.buffer = self.views = None

@@ -642,8 +642,9 @@ class PlannedVM:
                 plan.calls += 1
                 arena = plan.arena
                 if arena is not None:
-                    # gc off: the views stay in the cells; gc on: the VM emptied them
-                    if d["_gc"] or not arena.installed:
+                    # gc off: the views stay in the cells (unless Function.free() or
+                    # Scan emptied them: emptied() reads one cell); gc on: the VM emptied them
+                    if d["_gc"] or not arena.installed or arena.emptied_first():
                         arena.refill()
                     out = d["_vm"](*args, **kwargs)
                     if not d["_gc"]:

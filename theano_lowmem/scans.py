@@ -95,6 +95,12 @@ def use_in_scans(fgraph, linker) -> None:
             continue
         if id(op) not in private:
             kwargs = linker_kwargs(inner.linker)
+            # With config.allow_gc on, Scan calls Function.free() on its inner function
+            # after every run (scan_op.py:958-967), which empties every cell: an arena
+            # there would be made again at every run (or held unseen between runs), for
+            # a few packed bytes; its ops reuse their outputs across the steps anyway.
+            if theano.config.allow_gc and not getattr(op, "allow_gc", True):
+                kwargs["arena"] = "off"
             new = cls(share=linker.share, check_plan=linker.check_plan,
                       share_by=linker.share_by, **kwargs)
             private[id(op)] = private_scan_op(
