@@ -314,3 +314,34 @@ def test_plan_vm_built_without_make_vm_runs_any_order_asked(seed, monkeypatch):
         assert pv.current.method == "random" and pv.current.vm is not pv._planner.base_vm
         assert type(pv.current.vm).__name__ == "CVM" and pv._planner._cvm is not None
         assert log == pv.executed_nodes()
+
+
+@pytest.mark.parametrize("gain, runs_ours", [(0.0, False), (0.002, False), (0.02, True)])
+def test_theano_order_unless_ours_is_clearly_lower(gain, runs_ours, monkeypatch):
+    """callplan.MIN_PEAK_GAIN: a search order reported ``gain`` below Theano's peak is
+    run only when the gain reaches the threshold; otherwise the plan runs the linked VM
+    (Theano's order), checked on a traced real call, and says so in its method."""
+    import types
+    import theano_lowmem.callplan as cp
+    from theano_lowmem.core.memory import simulate
+
+    def lower_order(g, baseline, **kw):
+        order = g.topological_order(key=lambda n: -n)      # not Theano's order
+        assert tuple(order) != tuple(baseline)
+        base = simulate(g, baseline, check=False).peak
+        return types.SimpleNamespace(order=tuple(order), method="fake", optimal=False,
+                                     lower_bound=0, peak=int(base * (1 - gain)),
+                                     baseline_peak=base)
+    monkeypatch.setattr(cp, "schedule", lower_order)
+    case = families.randwire(n=16, width=8, batch=4, kind="ws", seed=0)
+    f = case.compile(mode=lowmem("cvm_lowmem"))
+    ref = case.compile(mode=stock("cvm"))
+    g, log = traced_function(f)
+    case.reset()
+    out = g(*case.make_args())
+    case.reset()
+    same(out, ref(*case.make_args()))
+    pv = planned_vm(g)
+    assert (pv.current.vm is not pv._planner.base_vm) == runs_ours
+    assert pv.current.method.startswith("baseline") != runs_ours
+    assert log == pv.executed_nodes()

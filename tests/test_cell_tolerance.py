@@ -132,10 +132,6 @@ def test_fortran_arrays_of_the_right_shape_change_the_blas_path():
     case = CASES["mlp_mnist_train"]()
     args = case.make_args()
     case.reset()
-    ref = case.compile(mode=STOCK)
-    ref(*args)
-    want = [s.get_value().copy() for s, _ in case.shared]
-    case.reset()
     f = case.compile(mode=STOCK)
     f(*args)
     case.reset()
@@ -146,14 +142,13 @@ def test_fortran_arrays_of_the_right_shape_change_the_blas_path():
             cell[0] = np.asfortranarray(cell[0])
             placed.append((cell, cell[0]))
     f(*args)
-    got = [s.get_value() for s, _ in case.shared]
+    case.reset()
     assert placed
     # the op wrote into the Fortran arrays it found (stock keeps cells with allow_gc=False)
     kept = [c for c, a in placed if c[0] is a and a.flags.f_contiguous and not a.flags.c_contiguous]
     assert kept, "Dot22 replaced every Fortran array: the premise of the rule is gone"
-    # the bits: `got` vs `want` differ with OpenBLAS on Intel CPUs, not on AMD EPYC with
-    # OpenBLAS 0.3.21 (not asserted: it is the BLAS build's rounding, not Theano's)
-    assert len(got) == len(want)
+    # the bits that follow differ with OpenBLAS on Intel CPUs, not on AMD EPYC with
+    # OpenBLAS 0.3.21: not asserted, it is the BLAS build's rounding, not Theano's
 
 
 @pytest.mark.parametrize("name", ["mlp_mnist_train", "lenet_train", "resnet", "transformer"])

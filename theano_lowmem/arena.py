@@ -141,14 +141,6 @@ class PlanArena:
             c[0] = view
         self.installed = True
 
-    def emptied(self) -> bool:
-        """Whether something outside the VM took a view out of its cell (Scan's
-        ``Function.free`` of its inner function, scan_op.py:961-967): then
-        ``installed`` is cleared, so that the next call puts the views back."""
-        if self.installed and any(c[0] is not view for c, view in self.views or ()):
-            self.installed = False
-        return not self.installed
-
     def emptied_first(self) -> bool:
         """Whether the first view is out of its cell (``Function.free()`` empties every
         cell at once, function_module.py:1009-1021): one comparison per call."""

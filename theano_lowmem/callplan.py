@@ -643,7 +643,7 @@ class PlannedVM:
                 arena = plan.arena
                 if arena is not None:
                     # gc off: the views stay in the cells (unless Function.free() or
-                    # Scan emptied them: emptied() reads one cell); gc on: the VM emptied them
+                    # Scan emptied them: emptied_first() reads one cell); gc on: the VM emptied them
                     if d["_gc"] or not arena.installed or arena.emptied_first():
                         arena.refill()
                     out = d["_vm"](*args, **kwargs)
@@ -781,8 +781,6 @@ def hold_inner_plans(nodes, thunks) -> list:
                 plan = d["_held"]
                 if plan is not None:
                     plan.calls += d["_fast_calls"]
-                    if plan.arena is not None:    # Scan frees the inner cells after
-                        plan.arena.emptied()      # its loop when config.allow_gc is on
                 d.update(_hold=False, _held=None, _fast=None, _fast_calls=0)
         held.__dict__.update(getattr(th, "__dict__", {}))
         held._lowmem_hold = True
