@@ -63,6 +63,25 @@ def test_bench_tiny_two_families(tmp_path, capsys):
     assert "| branches |" in out and "| mlp |" in out and "Scheduling cost" in out
     md = (tmp_path / "results.md").read_text()
     assert "Command: `test`" in md and "| mlp |" in md and "numpy=" in md
+    for r in rows:      # every compile timed on both clocks, paired by round
+        for runs in (r.compile_runs, r.compile_runs_cpu):
+            assert len(runs["stock"]) == len(runs["ours"]) == bench.COMPILE_ROUNDS
+            assert all(t > 0 for t in runs["stock"] + runs["ours"])
+
+
+def test_compile_ratio_is_the_median_of_paired_cpu_ratios():
+    """The ratio pairs each round's two compiles, skips the first round (C cache loading),
+    takes the median, and uses CPU seconds when they were recorded (wall seconds also count
+    other processes' time)."""
+    row = bench.Row("f", 1, 1.0, 1.0, 0.0, 0.0, "-", {}, {}, {}, True,
+                    compile_runs={"stock": [9.0, 1.0, 1.0, 1.0], "ours": [1.0, 2.0, 2.0, 0.5]},
+                    compile_runs_cpu={"stock": [5.0, 2.0, 2.0, 2.0],
+                                      "ours": [1.0, 2.2, 1.0, 2.4]})
+    assert row.compile_ratio == pytest.approx(1.1)        # median of 1.1, 0.5, 1.2
+    assert row.compile_ratio_wall == pytest.approx(2.0)   # median of 2, 2, 0.5
+    wall_only = bench.Row("f", 1, 1.0, 1.0, 0.0, 0.0, "-", {}, {}, {}, True,
+                          compile_runs=row.compile_runs)
+    assert wall_only.compile_ratio == pytest.approx(2.0)
 
 
 def test_new_families_build_and_match(tmp_path):

@@ -37,10 +37,19 @@ from typing import Any, Sequence
 import numpy as np
 import theano
 
+from .arena import PlanArena, arena_lifetimes
+from .config import parse_bytes
 from .core.graph import Graph
 from .core.memory import lifetimes, simulate
+from .core.prereqs import cvm_prereqs
+from .executed import is_lazy_node, vars_index
+from .model import _workspace_rules
+from .order import OrderFeature, _cvm_encoding
 from .core.schedule import schedule
 from .shapes import ShapeProgram, signature_reader  # noqa: F401  (re-exported)
+
+# (imported here, not in the functions that use them: an import inside the first call's
+# planning was counted as planning time, 4 ms of randwire_ws's 13 ms when it came first)
 
 #: Planners whose plans put arena views in cells (see :func:`release_shared_cells`).
 _ARENA_PLANNERS: "weakref.WeakSet" = weakref.WeakSet()
@@ -176,7 +185,6 @@ class CallPlanner:
     def __init__(self, linker, fgraph, model, link_ids, extra_deps, cell_groups, vm_args,
                  base_vm, shape_feature, make_vm=None, arena_ids=(), arena_fortran=None,
                  input_views=(), lazy=None, lazy_ops=()) -> None:
-        from .model import _workspace_rules
         self.linker = linker
         self.fgraph = fgraph
         self.model = model
@@ -230,7 +238,6 @@ class CallPlanner:
         self._cvm = None
         self.link_seconds = 0.0
         if linker.use_cloop and type(base_vm).__name__ == "CVM" and lazy is None:
-            from .order import OrderFeature
             feature = next((f for f in fgraph._features if isinstance(f, OrderFeature)), None)
             if feature is not None:
                 t0 = time.perf_counter()
@@ -265,7 +272,6 @@ class CallPlanner:
         return self.signature()
 
     def refresh_budget(self) -> None:
-        from .config import parse_bytes
         self.budget = parse_bytes(_flag("lowmem_budget", "0"))
         self.action = str(_flag("lowmem_budget_action", "warn"))
 
@@ -338,7 +344,6 @@ class CallPlanner:
         buffer is allocated when the plan is installed; None if nothing is placed) and a
         note saying which candidates keep their own arrays for this signature (reports).  ``fortran``: bits of the
         inputs that are Fortran-ordered in this call (their dependents stay out)."""
-        from .arena import PlanArena, arena_lifetimes
         # values of unknown size (data-dependent shapes) keep their own arrays
         ids = [b for b in self.arena_ids if dims[b] is not None and None not in dims[b]]
         notes = []
@@ -393,7 +398,6 @@ class CallPlanner:
         """A VM over the linked thunks that runs ``order`` (model node ids)."""
         if tuple(order) == self.link_ids:
             return self.base_vm
-        from .order import OrderFeature
         nodes = [self.model.nodes[i] for i in order]
         feature = next(f for f in self.fgraph._features if isinstance(f, OrderFeature))
         if self.linker.use_cloop and type(self.base_vm).__name__ == "CVM":
@@ -439,8 +443,6 @@ class _CVMFactory:
     feature gives its chain there; ``make_vm`` is used)."""
 
     def __init__(self, linker, fgraph, args: dict, feature, base_vm) -> None:
-        from .executed import is_lazy_node, vars_index
-        from .order import _cvm_encoding
         # the thunks the linked VM really runs (VM.__init__ keeps them, vm.py:131-132):
         # whatever wrapped them below our make_vm (a tracer) is kept
         nodes = list(getattr(base_vm, "nodes", None) or args["nodes"])
@@ -485,7 +487,6 @@ class _CVMFactory:
 
     def prereqs(self, order_nodes: Sequence[Any]) -> list:
         """``node_prereqs`` for the VM that runs ``order_nodes`` (every node once)."""
-        from .core.prereqs import cvm_prereqs
         target = [self.node_idx[n] for n in order_nodes]
         pred, walked, _ = cvm_prereqs(target, *self.enc)
         if walked == target:
