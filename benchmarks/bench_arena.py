@@ -20,7 +20,9 @@ on a warm call unless marked modelled:
   high-water mark, minus the outputs' bytes (a new output array every call is
   Theano's contract) (stock / ours), and the op classes whose outputs still
   allocate in ours (their arrays are not kept between calls);
-* ``call ms``: median of interleaved warm calls: stock gc-on, stock gc-off, ours gc-off.
+* ``call ms``: median of interleaved warm calls (one of each per round, the order rotated
+  every round): stock gc-on, stock gc-off, ours gc-off; then ours over stock gc-off and
+  over stock gc-on, each the median over rounds of the two calls' ratio in that round.
 """
 from __future__ import annotations
 
@@ -30,7 +32,6 @@ import statistics
 import sys
 import time
 
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import theano  # noqa: E402
@@ -106,14 +107,8 @@ def run(name: str, size: str, repeat: int) -> dict:
         model = pv._planner.model
         allocators = sorted({type(model.variables[v].owner.op).__name__ for v in arena.allocators})
     progress(f"{name}: timing")
-    times = {k: [] for k in ("stock_gc", "stock_nogc", "ours_nogc")}
-    for k in times:
-        fs[k](*args)
-    for _ in range(repeat):
-        for k in times:
-            t0 = time.perf_counter()
-            fs[k](*args)
-            times[k].append(time.perf_counter() - t0)
+    times = rotated_times({k: fs[k] for k in ("stock_gc", "stock_nogc", "ours_nogc")},
+                          args, repeat)
     case.reset()
     return dict(name=name, nodes=len(fs["stock_gc"].maker.fgraph.apply_nodes),
                 peak_stock=m["stock_gc"].peak, peak_ours=m["ours_gc"].peak,
@@ -123,14 +118,38 @@ def run(name: str, size: str, repeat: int) -> dict:
                 arena=arena.plan.size if arena else 0,
                 arena_lb=arena.plan.lower_bound if arena else 0,
                 allocators=allocators,
-                ms={k: 1e3 * statistics.median(v) for k, v in times.items()})
+                ms={k: 1e3 * statistics.median(v) for k, v in times.items()},
+                paired=paired(times, "ours_nogc", "stock_nogc"),
+                paired_gc=paired(times, "ours_nogc", "stock_gc"))
+
+
+def rotated_times(fs: dict, args, repeat: int) -> dict:
+    """Seconds of ``repeat`` warm calls of each function, interleaved: one call of each per
+    round, the order rotated every round (round r starts with the r-th function), so that
+    no function always runs right after the same one (the caches it leaves)."""
+    keys = list(fs)
+    times = {k: [] for k in keys}
+    for k in keys:
+        fs[k](*args)
+    for rnd in range(repeat):
+        for k in keys[rnd % len(keys):] + keys[:rnd % len(keys)]:
+            t0 = time.perf_counter()
+            fs[k](*args)
+            times[k].append(time.perf_counter() - t0)
+    return times
+
+
+def paired(times: dict, a: str, b: str) -> float:
+    """Median over rounds of ``a``'s call time over ``b``'s in the same round."""
+    return statistics.median(x / y for x, y in zip(times[a], times[b]))
 
 
 def table(rows) -> str:
     head = ("| family | Apply | gc-on peak stock / ours | held gc-off stock / ours | "
             "held/peak | arena/lb (modelled) | alloc/call gc-off stock / ours | "
-            "ops still allocating (ours) | call ms gc-on / gc-off / ours gc-off |")
-    lines = [head, "|" + "---|" * 9]
+            "ops still allocating (ours) | call ms gc-on / gc-off / ours gc-off | "
+            "ours / stock gc-off (paired) | ours / stock gc-on (paired) |")
+    lines = [head, "|" + "---|" * 11]
     for r in rows:
         ratio = r["held_ours"] / r["peak_ours"] if r["peak_ours"] else float("nan")
         frag = r["arena"] / r["arena_lb"] if r["arena_lb"] else float("nan")
@@ -141,7 +160,8 @@ def table(rows) -> str:
             f"{fmt_bytes(r['held_ours'])} | {ratio:.2f} | {frag:.3f} | "
             f"{fmt_bytes(r['alloc_stock'])} / {fmt_bytes(r['alloc_ours'])} | "
             f"{', '.join(r['allocators']) or '-'} | {ms['stock_gc']:.2f} / "
-            f"{ms['stock_nogc']:.2f} / {ms['ours_nogc']:.2f} |")
+            f"{ms['stock_nogc']:.2f} / {ms['ours_nogc']:.2f} | {r['paired']:.3f} | "
+            f"{r['paired_gc']:.3f} |")
     return "\n".join(lines)
 
 
@@ -167,19 +187,14 @@ def overhead(name: str, size: str, repeat: int) -> str:
         finally:
             for k, v in old.items():
                 setattr(theano.config, k, v)
-    times = {k: [] for k in fs}
     for f in fs.values():
         f(*args)
-        f(*args)
-    for _ in range(repeat):
-        for k, f in fs.items():
-            t0 = time.perf_counter()
-            f(*args)
-            times[k].append(time.perf_counter() - t0)
+    times = rotated_times(fs, args, repeat)
     held = {k: _warm_measure(f, case, args).held for k, f in fs.items()}
     case.reset()
     return "\n".join(f"{k:<28s} {1e3 * statistics.median(v):8.3f} ms  held {fmt_bytes(held[k])}"
-                     for k, v in times.items())
+                      f"  / stock cvm_nogc (paired) {paired(times, k, 'stock cvm_nogc'):.3f}"
+                      for k, v in times.items())
 
 
 def main(argv=None) -> None:
