@@ -236,9 +236,84 @@ def node_cut_bound(graph: Graph, tables: MemTables, x: int, target: int | None =
     >>> [node_cut_bound(g, t, v)[:2] for v in range(4)]
     [(8, True), (8, True), (9, True), (9, True)]
     """
+    fixed, head, to, cap, work = _network(graph, tables, x, [0] * graph.n_nodes)
+    need = None if target is None else target - fixed
+    if not head[0] or not head[1] or (need is not None and need <= 0):
+        return fixed, not head[0] or not head[1], work
+    if need is not None and min(sum(cap[e] for e in head[0]),
+                                sum(cap[e ^ 1] for e in head[1])) < need:
+        # the down-sets "ancestors only" and "all but x's descendants" cost the source's
+        # and the sink's arcs: the flow is below ``need``, no proof from this node
+        return fixed, False, work + len(head[0]) + len(head[1])
+    flow, exact, work = _dinic(head, to, cap, need, max_work, work)
+    return fixed + flow, exact, work
+
+
+def cut_split(graph: Graph, tables: MemTables, x: int, side: list[int],
+              max_work: int | None = None) -> tuple[list[int] | None, int, int]:
+    """The least bytes live while ``x`` runs over the down-sets ``D`` that run before it,
+    given nodes forced before it (``side[v] == 1``) or after it (``side[v] == 2``), and
+    one such ``D``: the source side of a minimum cut of :func:`node_cut_bound`'s network.
+
+    Parameters
+    ----------
+    graph, tables : Graph and its MemTables
+    x : int
+        An unrun node (``side[x]`` is set to 2).
+    side : list of int
+        Per node: 0 free, 1 forced before ``x`` (a down-set), 2 forced after it (an
+        up-set); updated in place: ``x``'s ancestors become 1, ``x`` and its descendants
+        2.  Not both of an edge's ends may be forced against it.
+    max_work : int, optional
+        Give up (``D`` None) after about this many arc scans.
+
+    Returns
+    -------
+    (D, value, work)
+        ``D``: per node, 1 if it runs before ``x`` (a down-set holding the nodes forced
+        before ``x``; running it, then ``x``, then the rest, each part in any valid order,
+        gives ``x`` a step of ``value`` bytes, the least possible), None if ``max_work``
+        ran out; ``work``: arc scans and arcs built (the units to charge).
+
+    Examples
+    --------
+    >>> g = Graph([[0], [0], [1], [2]], [[1], [2], [3], [4]], size=[0, 8, 8, 1, 1], pinned=[3, 4])
+    >>> cut_split(g, mem_tables(g), 3, [0, 0, 0, 0])[:2]       # d after b alone: 8 + 1
+    ([0, 1, 0, 0], 9)
+    >>> cut_split(g, mem_tables(g), 3, [1, 0, 0, 0])[:2]       # a forced first: c frees it
+    ([1, 1, 1, 0], 10)
+    """
+    fixed, head, to, cap, work = _network(graph, tables, x, side)
+    if head[0] and head[1]:
+        flow, exact, work = _dinic(head, to, cap, None, max_work, work)
+        if not exact:
+            return None, fixed + flow, work
+    else:
+        flow = 0
+    n = graph.n_nodes
+    D = [1 if s == 1 else 0 for s in side]
+    seen = [False] * len(head)          # the source side: reachable in the residual graph
+    seen[0] = True
+    queue = [0]
+    for u in queue:
+        for e in head[u]:
+            v = to[e]
+            if cap[e] > 0 and not seen[v]:
+                seen[v] = True
+                queue.append(v)
+                if 2 <= v < n + 2:
+                    D[v - 2] = 1
+        work += len(head[u])
+    return D, fixed + flow, work
+
+
+def _network(graph: Graph, tables: MemTables, x: int, side: list[int]
+             ) -> tuple[int, list[list[int]], list[int], list[int], int]:
+    """:func:`node_cut_bound`'s flow network for node ``x``, with ``side`` (updated in
+    place) as in :func:`cut_split`: ``(fixed bytes, head, to, cap, work)`` (vertex 0 the
+    source, 1 the sink, node ``v`` is ``v + 2``, buffer vertices after the nodes)."""
     n = graph.n_nodes
     preds, succs = graph.preds, graph.succs
-    side = [0] * n                      # 0: free, 1: runs before x, 2: x or runs after it
     side[x] = 2
     stack = [x]
     while stack:
@@ -252,57 +327,75 @@ def node_cut_bound(graph: Graph, tables: MemTables, x: int, target: int | None =
             if not side[s]:
                 side[s] = 2
                 stack.append(s)
-    held, size = tables.held, tables.size
-    fixed = tables.spike[x] + sum(held[v] for v in range(n) if side[v] == 1)
-    # arcs: vertex 0 source, 1 sink, node v is v + 2, buffer aux vertices after the nodes
+    held, size, producer = tables.held, tables.size, graph.producer
+    fixed = tables.spike[x] + sum(h for h, s in zip(held, side) if s == 1)
+    # arcs: vertex 0 source, 1 sink, node v is v + 2, buffer aux vertices after the nodes;
+    # arc e and its reverse e ^ 1 (the helper calls of the first version, inlined)
     head: list[list[int]] = [[], []] + [[] for _ in range(n)]
     to: list[int] = []
     cap: list[int] = []
-
-    def arc(u: int, v: int, c: int) -> None:
-        head[u].append(len(to))
-        to.append(v)
-        cap.append(c)
-        head[v].append(len(to))
-        to.append(u)
-        cap.append(0)
-
     for b, rd in tables.readers.items():
-        p = graph.producer[b]
-        if side[p] == 2:
+        p = producer[b]
+        sp = side[p]
+        if sp == 2:
             continue                    # produced after x: not live yet
         sz = size[b]
-        if any(side[r] == 2 for r in rd):
-            if side[p] == 1:
-                fixed += sz             # live while x runs in every order
-            else:
-                arc(p + 2, 1, sz)
+        free = []
+        for r in rd:
+            sr = side[r]
+            if sr == 2:
+                break
+            if not sr:
+                free.append(r)
+        else:
+            if free:                    # live iff p ran and some free reader did not
+                y = len(head)
+                e = len(to)
+                head.append([e + 1])
+                head[0 if sp == 1 else p + 2].append(e)
+                to += (y, 0 if sp == 1 else p + 2)
+                cap += (sz, 0)
+                for r in free:
+                    e += 2
+                    head[y].append(e)
+                    head[r + 2].append(e + 1)
+                    to += (r + 2, y)
+                    cap += (_INF, 0)
             continue
-        free = [r for r in rd if not side[r]]
-        if free:                        # live iff p ran and some free reader did not
-            y = len(head)
-            head.append([])
-            arc(0 if side[p] == 1 else p + 2, y, sz)
-            for r in free:
-                arc(y, r + 2, _INF)
+        if sp == 1:                     # a reader runs after x
+            fixed += sz                 # live while x runs in every order
+        else:
+            e = len(to)
+            head[p + 2].append(e)
+            head[1].append(e + 1)
+            to += (1, p + 2)
+            cap += (sz, 0)
     for v in range(n):
         if side[v]:
             continue
+        hv = head[v + 2]
         if held[v]:
-            arc(v + 2, 1, held[v])
+            e = len(to)
+            hv.append(e)
+            head[1].append(e + 1)
+            to += (1, v + 2)
+            cap += (held[v], 0)
         for p in preds[v]:
             if not side[p]:
-                arc(v + 2, p + 2, _INF)
-    work = len(to)
-    need = None if target is None else target - fixed
+                e = len(to)
+                hv.append(e)
+                head[p + 2].append(e + 1)
+                to += (p + 2, v + 2)
+                cap += (_INF, 0)
+    return fixed, head, to, cap, len(to)
+
+
+def _dinic(head: list[list[int]], to: list[int], cap: list[int], need: int | None,
+           max_work: int | None, work: int) -> tuple[int, bool, int]:
+    """Dinic's blocking flows from vertex 0 to vertex 1 (``cap`` becomes the residual):
+    ``(flow, exact, work)``; stops (not exact) once the flow reaches ``need`` or the work
+    passes ``max_work``."""
     flow = 0
-    if not head[0] or not head[1] or (need is not None and need <= 0):
-        return fixed, not head[0] or not head[1], work
-    if need is not None and min(sum(cap[e] for e in head[0]),
-                                sum(cap[e ^ 1] for e in head[1])) < need:
-        # the down-sets "ancestors only" and "all but x's descendants" cost the source's
-        # and the sink's arcs: the flow is below ``need``, no proof from this node
-        return fixed, False, work + len(head[0]) + len(head[1])
     nv = len(head)
     while True:
         level = [-1] * nv               # BFS levels from the source in the residual graph
@@ -310,28 +403,33 @@ def node_cut_bound(graph: Graph, tables: MemTables, x: int, target: int | None =
         queue = [0]
         for u in queue:
             lu = level[u] + 1
-            for e in head[u]:
-                if cap[e] > 0 and level[to[e]] < 0:
-                    level[to[e]] = lu
-                    queue.append(to[e])
-        work += len(queue) + sum(len(head[u]) for u in queue)
+            hu = head[u]
+            work += 1 + len(hu)
+            for e in hu:
+                if cap[e] > 0:
+                    v = to[e]
+                    if level[v] < 0:
+                        level[v] = lu
+                        queue.append(v)
         if level[1] < 0:
-            return fixed + flow, True, work
+            return flow, True, work
         it = [0] * nv                   # blocking flow: iterative DFS along the levels
         while True:
             path: list[int] = []        # arcs from the source
             u = 0
             while u != 1:
                 hu = head[u]
-                i = it[u]
-                while i < len(hu):
+                i0 = i = it[u]
+                nh = len(hu)
+                lu = level[u] + 1
+                while i < nh:
                     e = hu[i]
-                    if cap[e] > 0 and level[to[e]] == level[u] + 1:
+                    if cap[e] > 0 and level[to[e]] == lu:
                         break
                     i += 1
-                work += i - it[u] + 1
+                work += i - i0 + 1
                 it[u] = i
-                if i == len(hu):        # dead end: retreat
+                if i == nh:             # dead end: retreat
                     if not path:
                         break
                     level[u] = -1
@@ -350,6 +448,6 @@ def node_cut_bound(graph: Graph, tables: MemTables, x: int, target: int | None =
             flow += push
             work += len(path)
             if need is not None and flow >= need:
-                return fixed + flow, False, work
+                return flow, False, work
             if max_work is not None and work > max_work:
-                return fixed + flow, False, work
+                return flow, False, work

@@ -58,6 +58,9 @@ class MemTables:
     #: with one reader, ``(readers, size)`` of the others
     single: tuple[tuple[int, int], ...] = ()
     multi: tuple[tuple[tuple[int, ...], int], ...] = ()
+    #: ``outs[n]``: ``(buffer, size)`` of node ``n``'s own freeable output buffers (not
+    #: views; the exact windows' tables)
+    outs: tuple[tuple[tuple[int, int], ...], ...] = ()
 
 
 def mem_tables(graph: Graph) -> MemTables:
@@ -92,8 +95,11 @@ def mem_tables(graph: Graph) -> MemTables:
     edges = graph.n_nodes + sum(map(len, graph.node_inputs)) + sum(map(len, graph.preds))
     single = tuple((rd[0], size[b]) for b, rd in readers.items() if len(rd) == 1)
     multi = tuple((rd, size[b]) for b, rd in readers.items() if len(rd) > 1)
+    alias_of = graph.alias_of
+    outs = tuple(tuple((b, size[b]) for b in vs if alias_of[b] < 0 and b in readers)
+                 for vs in graph.node_outputs)
     return MemTables(tuple(alloc), spike, tuple(reads), readers, tuple(held), tuple(inbytes),
-                     sum(held), size, edges, single, multi)
+                     sum(held), size, edges, single, multi, outs)
 
 
 def static_lower_bound(tables: MemTables) -> int:
