@@ -95,8 +95,8 @@ class LowMemOpt(Optimizer):
             if isinstance(feature, OrderFeature):
                 fgraph.remove_feature(feature)
         fgraph.lowmem_info = info = {}
-        nodes = fgraph.toposort()
-        if len(nodes) < 2:
+        nodes = fgraph.apply_nodes        # (toposort() only when we schedule: it costs a walk
+        if len(nodes) < 2:                # of the graph and every feature's orderings())
             return
         # A compile-time order is pinned only when it is chosen on exact sizes and compared
         # with the order Theano really runs.  Lazy graphs (ifelse) run a data-dependent
@@ -112,7 +112,7 @@ class LowMemOpt(Optimizer):
             _note_deferred()
             return
         try:
-            baseline = cvm_order(fgraph, nodes)
+            baseline = cvm_order(fgraph, fgraph.toposort())
         except NotReplicable:
             return
         model = model_of_fgraph(fgraph, baseline)

@@ -21,6 +21,39 @@ NO_PRODUCER = -1
 _STRUCTURAL = ("readers", "preds", "succs", "_roots", "buffers", "group", "group_pinned")
 
 
+class LazyNames(Sequence):
+    """Labels made on first use: ``name(i)`` for ``i`` in ``range(n)``, each computed once.
+
+    For labels that are costly to make and needed only by error messages and reports
+    (the name of a Theano ``Composite`` op builds a string of its whole scalar graph).
+
+    >>> names = LazyNames(3, lambda i: f"node {i}")
+    >>> len(names), names[2], list(names)
+    (3, 'node 2', ['node 0', 'node 1', 'node 2'])
+    """
+
+    def __init__(self, n: int, name: Callable[[int], str]) -> None:
+        self._n, self._name, self._made = n, name, {}
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(self._n))]
+        if i < 0:
+            i += self._n
+        if not 0 <= i < self._n:
+            raise IndexError(i)
+        made = self._made.get(i)
+        if made is None:
+            made = self._made[i] = self._name(i)
+        return made
+
+    def __reduce__(self):          # pickled as the tuple of its labels (no function inside)
+        return tuple, (tuple(self),)
+
+
 class GraphError(ValueError):
     """A graph or an order that breaks the model's rules."""
 
@@ -48,7 +81,7 @@ class Graph:
         ``extra_deps[n]``: nodes that must run before node ``n`` although no
         value connects them.
     value_names, node_names : sequence of str, optional
-        Labels for reports and error messages.
+        Labels for reports and error messages (a :class:`LazyNames` is kept as it is).
     workspace : sequence of int, optional
         ``workspace[n]``: extra bytes node ``n`` needs only while it runs
         (scratch arrays, a scan's inner function).  Default 0.
@@ -86,8 +119,11 @@ class Graph:
         deps = self.extra_deps or ((),) * len(self.node_inputs)
         set_(self, "extra_deps", tuple(tuple(sorted(set(int(d) for d in ds))) for ds in deps))
         set_(self, "workspace", tuple(int(w) for w in self.workspace) or (0,) * len(self.node_inputs))
-        set_(self, "value_names", tuple(self.value_names) or tuple(f"v{i}" for i in range(n_values)))
-        set_(self, "node_names", tuple(self.node_names) or tuple(f"n{i}" for i in range(self.n_nodes)))
+        for field_, n, prefix in (("value_names", n_values, "v"), ("node_names", self.n_nodes, "n")):
+            names = getattr(self, field_)
+            if not isinstance(names, LazyNames):
+                names = tuple(names) or tuple(f"{prefix}{i}" for i in range(n))
+            set_(self, field_, names)
         producer = [NO_PRODUCER] * n_values
         self._check_shapes(n_values)
         for n, outs in enumerate(self.node_outputs):
