@@ -8,8 +8,9 @@ Prints, from one run:
    ``cvm_lowmem`` (a cached signature: one tuple of shapes and one dict lookup
    per call), median of ``--repeat`` calls, interleaved;
 2. per graph family: Apply nodes, ``theano.function`` compile time with
-   lowmem, the first call's planning time (shape tape + model + schedule + arena,
-   with the first call's probe + VM) and its share of the compile time, the planning time per 1,000 nodes, and
+   lowmem, the first call's planning time (shapes + model + schedule + arena, with the
+   first call's probe + VM; the shape tape is built at link time, in the compile, and
+   shown apart) and its share of the compile time, the planning time per 1,000 nodes, and
    the time of a call that changes the signature (a cache miss) against a call
    that does not.
 """
@@ -128,7 +129,8 @@ def planning_cost(names) -> None:
               f"shapes {s['shapes'] * 1e3:.1f} model {s['model'] * 1e3:.1f} "
               f"schedule {s['schedule'] * 1e3:.1f} arena {s.get('arena', 0.0) * 1e3:.1f} "
               f"vm {s['vm'] * 1e3:.1f}   (at link time, in compile: VM factory "
-              f"{pv._planner.link_seconds * 1e3:.1f})")
+              f"{pv._planner.link_seconds * 1e3:.1f}, shape tape "
+              f"{pv._planner.tape_seconds * 1e3:.1f})")
         sys.stdout.flush()
 
 

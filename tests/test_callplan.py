@@ -233,6 +233,35 @@ def test_planning_failure_falls_back_with_one_warning(monkeypatch):
     assert planned_vm(f).failed and planned_vm(f).misses == 1
 
 
+def test_shape_tape_failure_at_link_time_falls_back_at_the_first_call(monkeypatch):
+    """The tape is built at link time; if that fails, compiling still succeeds, the first
+    call tries again, and its failure falls back with one warning and stock results."""
+    from theano_lowmem import shapes
+    built = []
+
+    def broken(*args, **kwargs):
+        built.append(1)
+        raise RuntimeError("no tape")
+    monkeypatch.setattr(callplan, "ShapeProgram", broken)
+    x, ws, outs, ups = mlp_graph()
+    f = theano.function([x], outs, mode=lowmem())
+    assert built == [1] and planned_vm(f)._planner.program is None
+    x2, ws2, outs2, ups2 = mlp_graph()
+    g = theano.function([x2], outs2, mode=stock())
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        for n in (3, 5, 3):
+            same(f(np.ones((n, 12))), g(np.ones((n, 12))))
+    msgs = [str(m.message) for m in w if "theano_lowmem" in str(m.message)]
+    assert len(msgs) == 1 and "no tape" in msgs[0]
+    assert built == [1, 1] and planned_vm(f).failed
+    monkeypatch.setattr(callplan, "ShapeProgram", shapes.ShapeProgram)
+    h = theano.function([x], outs, mode=lowmem())       # built at link time, once
+    assert planned_vm(h)._planner.program is not None
+    h(np.ones((3, 12)))
+    assert planned_vm(h)._planner.program_seconds == 0.0 and planned_vm(h).misses == 1
+
+
 def test_compile_time_pass_never_pins_on_guessed_sizes():
     """Issue 10's voxel net got a pinned order 1.31x worse than stock.  Two causes, both
     gone: an order chosen on guessed sizes (128 per unknown dimension: a 5-D tensor is

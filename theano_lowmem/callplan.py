@@ -228,10 +228,9 @@ class CallPlanner:
             bits |= m
         self.fortran_inputs = [i for i in range(len(fgraph.inputs)) if bits >> i & 1]
         self._shape_of = shape_feature.shape_of
-        # the shape tape is built at the first call (a function never called costs nothing)
         self.program = None
-        self.program_seconds = 0.0
-        # set at the first call; until then, as if the shape graphs read input values
+        self.program_seconds = 0.0       # the tape's build, when the first call made it
+        # set with the tape; until then, as if the shape graphs read input values
         self.shape_cells, self.value_cells = [], [None]
         # builds the plans' C VMs: made here, with the linked VM, since what it computes
         # (make_vm's arguments that do not depend on the order) is link-time work
@@ -243,16 +242,42 @@ class CallPlanner:
                 t0 = time.perf_counter()
                 self._cvm = _CVMFactory(linker, fgraph, vm_args, feature, base_vm)
                 self.link_seconds = time.perf_counter() - t0
-        self.signature = self._first_signature
         self.budget = 0
         self.action = "warn"
+        # The shape tape depends on the graph only, not on the shapes of a call: it is link
+        # work, like the C thunks (issue 10: "compile [the shape graphs] into one small shape
+        # function"), and counted in the compile time (tape_seconds).  Should building it
+        # fail, the first call tries again, inside the planning failure's fallback (one
+        # warning, Theano's order).
+        self.tape_seconds = 0.0
+        self.tape_error: Exception = RuntimeError("no shape tape")
+        self.signature = self._first_signature
+        t0 = time.perf_counter()
+        try:
+            with no_cyclic_gc():
+                self._build_tape()
+        except Exception:
+            self.program, self.signature = None, self._first_signature
+            self.shape_cells, self.value_cells = [], [None]
+        self.tape_seconds = time.perf_counter() - t0
 
     def _first_signature(self):
-        """Build the shape tape and the signature reader, then read the signature."""
+        """Build the shape tape and the signature reader (if link time could not), then
+        read the signature.  If the build fails again, :meth:`plan` raises its error (the
+        planning failure's fallback: one warning, Theano's order)."""
         with no_cyclic_gc():
             t0 = time.perf_counter()
-            self.program = ShapeProgram(self.fgraph, self.model.variables, self._shape_of)
+            try:
+                self._build_tape()
+            except Exception as exc:
+                self.program, self.tape_error = None, exc
+                return ("no shape tape", type(exc).__name__)
             self.program_seconds = time.perf_counter() - t0
+        return self.signature()
+
+    def _build_tape(self) -> None:
+        """The shape tape, and ``self.signature``: the reader of the call's signature."""
+        self.program = ShapeProgram(self.fgraph, self.model.variables, self._shape_of)
         cells = self.input_cells
         self.shape_cells = [cells[i] for i in sorted(self.program.shape_inputs)]
         self.value_cells = [cells[i] for i in sorted(self.program.value_inputs)]
@@ -269,7 +294,6 @@ class CallPlanner:
             self.signature = read_with_layout
         else:
             self.signature = read
-        return self.signature()
 
     def refresh_budget(self) -> None:
         self.budget = parse_bytes(_flag("lowmem_budget", "0"))
@@ -277,6 +301,8 @@ class CallPlanner:
 
     def plan(self, sig) -> Plan:
         """Plan for the shapes now in the input cells (signature ``sig``)."""
+        if self.program is None:
+            raise self.tape_error
         t0 = time.perf_counter()
         dims = self.program.run(self.input_cells)
         t1 = time.perf_counter()
@@ -328,7 +354,7 @@ class CallPlanner:
         t4 = time.perf_counter()
         vm = self._vm_for(order)
         t5 = time.perf_counter()
-        tape, self.program_seconds = self.program_seconds, 0.0   # built by the first call
+        tape, self.program_seconds = self.program_seconds, 0.0   # if the first call built it
         p = Plan(sig, exact, tuple(order), method, optimal, lower, peak, base_peak, held,
                  peak if self.gc else held,
                  dict(tape=tape, shapes=t1 - t0, model=t2 - t1, schedule=t3 - t2,
