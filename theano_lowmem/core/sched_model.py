@@ -23,6 +23,10 @@ from .graph import Graph
 #: pure-Python work on the 2-core development box (an A* state expanded costs
 #: 1 + its children, a heuristic about 2 per node and edge); calibrated with
 #: ``benchmarks/bench_schedule.py`` so that a 1 s budget runs well under 1 s there.
+#: Measured at stop 18 (``docs/results/nets.md``): 0.42-0.49 us per unit for ``schedule``
+#: on the 79-84-node RandWire cells of ``families.randwire`` (a budget of ``s`` seconds
+#: runs in about ``s / 2``); left as it is, since the units, not the seconds, decide the
+#: orders.
 WORK_PER_SECOND = 1_000_000
 #: The wall clock is read once per this many work units, at deterministic points.
 CLOCK_EVERY = 4096

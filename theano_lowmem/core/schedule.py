@@ -132,9 +132,9 @@ CUT_SCANS_PER_UNIT = 3
 CUT_SHARE = 8
 #: Cut descent (:func:`cut_descent`, one minimum cut per split): it gets work of its own,
 #: beyond the budget of the search above, whose results it leaves as they were (they are
-#: tuned to that budget: giving the descent a share of it instead lost more than the descent
+#: tuned to that budget: giving the descents a share of it instead lost more than they
 #: won, RandWire cells of ``benchmarks/bench_ordering.py`` within 3% of the optimum, seeds
-#: 7 / 1234: 68% / 58% with 40% of the budget taken from the search, 86% / 84% before).
+#: 7 / 1234: 73% / 68% with 40% of the budget taken from the search, 86% / 84% before).
 #: ``EARLY_DESCENT``: after the multi-start moves, at most this fraction (numerator,
 #: denominator) of the budget for a descent and single-node moves from the best order, and
 #: ``1 / CUT_SHARE`` for the minimum-cut proofs of the orders it finds below the best peak;
@@ -142,7 +142,7 @@ CUT_SHARE = 8
 #: ``END_DESCENT``: at the end, at most this fraction for descents, each followed by
 #: single-node moves, from the best order while they lower it (leximax of the steps):
 #: seeds 7 / 1234 / 42, 100% / 100% / 91% within 3% (86% / 84% / 86% before; at 1/2 of
-#: the budget, 100% / 95% / 91%; at 2/5, 91% / 95% / 91%).
+#: the budget 100% / 95% / 91%, at 2/5 91% / 95% on seeds 7 / 1234).
 EARLY_DESCENT = (1, 5)
 END_DESCENT = (3, 5)
 #: One flow of the descent may scan at most this many arcs per node and edge.
