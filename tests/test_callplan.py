@@ -222,6 +222,13 @@ def test_planning_failure_falls_back_with_one_warning(monkeypatch):
     monkeypatch.setattr(callplan.CallPlanner, "plan", broken)
     x, ws, outs, ups = mlp_graph()
     f = theano.function([x], outs, mode=lowmem())
+    _falls_back_once(f, "boom")
+    assert planned_vm(f).failed and planned_vm(f).misses == 1
+
+
+def _falls_back_once(f, cause: str) -> None:
+    """Calls of ``f`` (an mlp_graph function) at three shapes match stock, with exactly one
+    theano_lowmem warning, naming ``cause``."""
     x2, ws2, outs2, ups2 = mlp_graph()
     g = theano.function([x2], outs2, mode=stock())
     with warnings.catch_warnings(record=True) as w:
@@ -229,8 +236,7 @@ def test_planning_failure_falls_back_with_one_warning(monkeypatch):
         for n in (3, 5, 3):
             same(f(np.ones((n, 12))), g(np.ones((n, 12))))
     msgs = [str(m.message) for m in w if "theano_lowmem" in str(m.message)]
-    assert len(msgs) == 1 and "boom" in msgs[0]
-    assert planned_vm(f).failed and planned_vm(f).misses == 1
+    assert len(msgs) == 1 and cause in msgs[0]
 
 
 def test_shape_tape_failure_at_link_time_falls_back_at_the_first_call(monkeypatch):
@@ -246,14 +252,7 @@ def test_shape_tape_failure_at_link_time_falls_back_at_the_first_call(monkeypatc
     x, ws, outs, ups = mlp_graph()
     f = theano.function([x], outs, mode=lowmem())
     assert built == [1] and planned_vm(f)._planner.program is None
-    x2, ws2, outs2, ups2 = mlp_graph()
-    g = theano.function([x2], outs2, mode=stock())
-    with warnings.catch_warnings(record=True) as w:
-        warnings.simplefilter("always")
-        for n in (3, 5, 3):
-            same(f(np.ones((n, 12))), g(np.ones((n, 12))))
-    msgs = [str(m.message) for m in w if "theano_lowmem" in str(m.message)]
-    assert len(msgs) == 1 and "no tape" in msgs[0]
+    _falls_back_once(f, "no tape")
     assert built == [1, 1] and planned_vm(f).failed
     monkeypatch.setattr(callplan, "ShapeProgram", shapes.ShapeProgram)
     h = theano.function([x], outs, mode=lowmem())       # built at link time, once
