@@ -149,9 +149,11 @@ CUT_SHARE = 8
 #: the budget 100% / 95% / 91%, at 2/5 91% / 95% on seeds 7 / 1234).  Skipped when the
 #: early descent's order has a lower peak than the search's (that order is the result):
 #: the same share within 3% on seeds 7 / 1234 / 3 / 42, every proven cell's peak unchanged,
-#: 2 unproven cells of 160 3-5% higher, 8,400 units less on the randwire_er cell (its
-#: ``schedule()`` time 8.2 -> 5.6 ms; stopping after the first better pass instead, or
-#: sharing the budget with the search, cost quality: seed 1234 95%, seed 3 89%).
+#: 2 unproven cells of 160 3-5% higher, 8,400 units less on the randwire_er cell (25,534
+#: -> 17,164; its first call still plans at 7.4-8.6 ms of ``schedule()``, 115-134 ms per
+#: 1,000 nodes, ``benchmarks/bench_callplan.py`` in docs/results/nets.md; stopping after
+#: the first better pass instead, or sharing the budget with the search, cost quality:
+#: seed 1234 95%, seed 3 89%).
 EARLY_DESCENT = (1, 5)
 END_DESCENT = (3, 5)
 #: One flow of the descent may scan at most this many arcs per node and edge.
