@@ -92,18 +92,21 @@ def cut_positions(graph: Graph, order: Sequence[int]) -> list[int]:
     pos = [0] * graph.n_nodes
     for i, v in enumerate(order):
         pos[v] = i
-    first_succ = [min((pos[s] for s in graph.succs[v]), default=n) for v in order]
-    last_pred = [max((pos[p] for p in graph.preds[v]), default=-1) for v in order]
+    at, succs, preds = pos.__getitem__, graph.succs, graph.preds
     ok_before = [True] * n      # every node before i has a successor at or before i
     reach = -1
-    for i in range(n):
+    for i, v in enumerate(order):
         ok_before[i] = reach <= i
-        reach = max(reach, first_succ[i])
+        f = min(map(at, succs[v]), default=n)
+        if f > reach:
+            reach = f
     cuts, low = [], n
     for i in range(n - 1, -1, -1):      # every node after i has a predecessor at or after i
         if ok_before[i] and low >= i:
             cuts.append(i)
-        low = min(low, last_pred[i])
+        q = max(map(at, preds[order[i]]), default=-1)
+        if q < low:
+            low = q
     return cuts[::-1]
 
 
@@ -675,67 +678,103 @@ class _Window:
             g0, live, hs, ready, _, _ = info[s]
             if g > g0:
                 continue
-            if s == full:
-                path = []
-                while s:
-                    x = info[s]
-                    s = x[4]
-                    path.append(x[5])
-                if budget is not None:
-                    budget.spend(work - charged)
-                return path[::-1], g, True, g, work
-            if work >= limit or (deadline is not None and time.perf_counter() > deadline):
-                if budget is not None:
-                    budget.spend(work - charged)
-                return None, None, False, min(f, ub), work
-            if budget is not None and work - charged >= CLOCK_EVERY:     # reads the clock
-                budget.spend(work - charged)
-                charged = work
-                if budget.capped:
+            while True:
+                if s == full:
+                    path = []
+                    while s:
+                        x = info[s]
+                        s = x[4]
+                        path.append(x[5])
+                    if budget is not None:
+                        budget.spend(work - charged)
+                    return path[::-1], g, True, g, work
+                if work >= limit or (deadline is not None and time.perf_counter() > deadline):
+                    if budget is not None:
+                        budget.spend(work - charged)
                     return None, None, False, min(f, ub), work
-            kids, min_spike, r = [], None, ready
-            while r:
-                low = r & -r
-                r ^= low
-                i = low.bit_length() - 1
-                s2 = s | low
-                after = live + alloc[i]
-                for m, sz in frees[i]:
-                    if not m & ~s2:
-                        after -= sz
-                sp = spike[i]
-                kids.append((i, s2, live + sp, after))
-                if min_spike is None or sp < min_spike:
-                    min_spike = sp
-            work += 2 + 2 * len(kids)
-            for kid in kids:
-                if kid[3] <= live and (spike[kid[0]] == min_spike or kid[2] <= g):
-                    kids = (kid,)
-                    break
-            for i, s2, out, after in kids:
-                g2 = g if out <= g else out
-                if g2 >= ub:
-                    continue
-                x = info.get(s2)
-                if x is not None and g2 >= x[0]:
-                    continue
-                hs2 = hs + kp[i]
-                h2 = 0
-                for j in by_need:
-                    if not s2 >> j & 1:
-                        h2 = hs2 + need[j]
+                if budget is not None and work - charged >= CLOCK_EVERY:     # reads the clock
+                    budget.spend(work - charged)
+                    charged = work
+                    if budget.capped:
+                        return None, None, False, min(f, ub), work
+                kids, min_spike, r = [], None, ready
+                while r:
+                    low = r & -r
+                    r ^= low
+                    i = low.bit_length() - 1
+                    s2 = s | low
+                    after = live + alloc[i]
+                    for m, sz in frees[i]:
+                        if not m & ~s2:
+                            after -= sz
+                    sp = spike[i]
+                    kids.append((i, s2, live + sp, after))
+                    if min_spike is None or sp < min_spike:
+                        min_spike = sp
+                work += 2 + 2 * len(kids)
+                for kid in kids:
+                    if kid[3] <= live and (spike[kid[0]] == min_spike or kid[2] <= g):
+                        kids = (kid,)
                         break
-                f2 = f if f >= g2 else g2
-                if h2 > f2:
-                    f2 = h2
-                if f2 >= ub:
-                    continue
-                ready2 = ready ^ (1 << i)
-                for j in succ[i]:
-                    if not pred[j] & ~s2:
-                        ready2 |= 1 << j
-                info[s2] = (g2, after, hs2, ready2, s, i)
-                push(heap, (f2, negd - 1, s2, g2))
+                negd -= 1
+                if len(kids) == 1:
+                    # one child: when its f is the popped state's, it is the heap's least
+                    # entry (every entry is at least (f, negd) of the popped state, and it
+                    # is one deeper), so it is expanded at once, without the push and pop:
+                    # the same states in the same order
+                    i, s2, out, after = kids[0]
+                    g2 = g if out <= g else out
+                    if g2 >= ub:
+                        break
+                    x = info.get(s2)
+                    if x is not None and g2 >= x[0]:
+                        break
+                    hs2 = hs + kp[i]
+                    h2 = 0
+                    for j in by_need:
+                        if not s2 >> j & 1:
+                            h2 = hs2 + need[j]
+                            break
+                    f2 = f if f >= g2 else g2
+                    if h2 > f2:
+                        f2 = h2
+                    if f2 >= ub:
+                        break
+                    ready2 = ready ^ (1 << i)
+                    for j in succ[i]:
+                        if not pred[j] & ~s2:
+                            ready2 |= 1 << j
+                    info[s2] = (g2, after, hs2, ready2, s, i)
+                    if f2 == f:
+                        s, g, live, hs, ready = s2, g2, after, hs2, ready2
+                        continue
+                    push(heap, (f2, negd, s2, g2))
+                    break
+                for i, s2, out, after in kids:
+                    g2 = g if out <= g else out
+                    if g2 >= ub:
+                        continue
+                    x = info.get(s2)
+                    if x is not None and g2 >= x[0]:
+                        continue
+                    hs2 = hs + kp[i]
+                    h2 = 0
+                    for j in by_need:
+                        if not s2 >> j & 1:
+                            h2 = hs2 + need[j]
+                            break
+                    f2 = f if f >= g2 else g2
+                    if h2 > f2:
+                        f2 = h2
+                    if f2 >= ub:
+                        continue
+                    ready2 = ready ^ (1 << i)
+                    for j in succ[i]:
+                        if not pred[j] & ~s2:
+                            ready2 |= 1 << j
+                    info[s2] = (g2, after, hs2, ready2, s, i)
+                    push(heap, (f2, negd, s2, g2))
+                break
         if budget is not None:
             budget.spend(work - charged)
         return None, None, True, ub, work
