@@ -22,7 +22,8 @@ on a warm call unless marked modelled:
   allocate in ours (their arrays are not kept between calls);
 * ``call ms``: median of interleaved warm calls (one of each per round, the order rotated
   every round): stock gc-on, stock gc-off, ours gc-off; then ours over stock gc-off and
-  over stock gc-on, each the median over rounds of the two calls' ratio in that round.
+  over stock gc-on, each the median over rounds of the two calls' ratio in that round, with
+  its 95% confidence interval in brackets (sign test, distribution-free).
 """
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ import theano  # noqa: E402
 
 from theano_lowmem import families as fam  # noqa: E402
 from theano_lowmem import families_nets as nets  # noqa: E402
-from theano_lowmem.bench import _results, check_identical, progress  # noqa: E402
+from theano_lowmem.bench import _results, check_identical, median_ci, progress  # noqa: E402
 from theano_lowmem.callplan import planned_vm  # noqa: E402
 from theano_lowmem.measure import measure_call  # noqa: E402
 from theano_lowmem.report import fmt_bytes  # noqa: E402
@@ -139,9 +140,15 @@ def rotated_times(fs: dict, args, repeat: int) -> dict:
     return times
 
 
-def paired(times: dict, a: str, b: str) -> float:
-    """Median over rounds of ``a``'s call time over ``b``'s in the same round."""
-    return statistics.median(x / y for x, y in zip(times[a], times[b]))
+def paired(times: dict, a: str, b: str) -> tuple[float, float, float]:
+    """Median over rounds of ``a``'s call time over ``b``'s in the same round, and its 95%
+    confidence interval (:func:`theano_lowmem.bench.median_ci`): ``(median, low, high)``."""
+    ratios = [x / y for x, y in zip(times[a], times[b])]
+    return (statistics.median(ratios),) + median_ci(ratios)
+
+
+def fmt_paired(p: tuple[float, float, float]) -> str:
+    return f"{p[0]:.3f} [{p[1]:.3f}-{p[2]:.3f}]"
 
 
 def table(rows) -> str:
@@ -160,8 +167,8 @@ def table(rows) -> str:
             f"{fmt_bytes(r['held_ours'])} | {ratio:.2f} | {frag:.3f} | "
             f"{fmt_bytes(r['alloc_stock'])} / {fmt_bytes(r['alloc_ours'])} | "
             f"{', '.join(r['allocators']) or '-'} | {ms['stock_gc']:.2f} / "
-            f"{ms['stock_nogc']:.2f} / {ms['ours_nogc']:.2f} | {r['paired']:.3f} | "
-            f"{r['paired_gc']:.3f} |")
+            f"{ms['stock_nogc']:.2f} / {ms['ours_nogc']:.2f} | {fmt_paired(r['paired'])} | "
+            f"{fmt_paired(r['paired_gc'])} |")
     return "\n".join(lines)
 
 
@@ -193,7 +200,7 @@ def overhead(name: str, size: str, repeat: int) -> str:
     held = {k: _warm_measure(f, case, args).held for k, f in fs.items()}
     case.reset()
     return "\n".join(f"{k:<28s} {1e3 * statistics.median(v):8.3f} ms  held {fmt_bytes(held[k])}"
-                      f"  / stock cvm_nogc (paired) {paired(times, k, 'stock cvm_nogc'):.3f}"
+                      f"  / stock cvm_nogc (paired) {fmt_paired(paired(times, k, 'stock cvm_nogc'))}"
                       for k, v in times.items())
 
 

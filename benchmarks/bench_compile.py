@@ -26,7 +26,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import theano  # noqa: E402
 
 from theano_lowmem import families_nets as nets  # noqa: E402
-from theano_lowmem.bench import OURS_MODE, STOCK_MODE  # noqa: E402
+from theano_lowmem.bench import OURS_MODE, STOCK_MODE, median_ci  # noqa: E402
 
 FOUR = {"stock": STOCK_MODE,
         "lowmem pass only": dict(linker="cvm", optimizer="fast_run+lowmem"),
@@ -67,6 +67,7 @@ def run(name: str, rounds: int, protocol: str, gc_off: bool, clock: str = "wall"
         pairs = [b / a for a, b in zip(base, times[k][1:])]
         lines.append(f"  {k:<18s} min {min(times[k]):.3f} s  median {statistics.median(times[k]):.3f} s"
                      f"  paired ratio median {statistics.median(pairs):.3f}"
+                     f" [95% CI {'-'.join(f'{v:.3f}' for v in median_ci(pairs))}]"
                      f"  (pairs {' '.join(f'{p:.2f}' for p in pairs)})")
     return "\n".join(lines)
 

@@ -49,7 +49,8 @@ def check_against_real_call(row) -> None:
     assert m["lower_bound"] <= best <= m["optimum"] <= m["ours"]
 
 
-def test_bench_tiny_two_families(tmp_path, capsys):
+def test_bench_tiny_two_families(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(bench, "COMPILE_SECONDS", 0.0)     # exactly COMPILE_ROUNDS rounds
     rows = bench.run(size="tiny", families=["branches", "mlp"], out=str(tmp_path), plots=False,
                      time_budget=0.3, command="test")
     assert [r.family for r in rows] == ["branches", "mlp"]
@@ -67,6 +68,56 @@ def test_bench_tiny_two_families(tmp_path, capsys):
         for runs in (r.compile_runs, r.compile_runs_cpu):
             assert len(runs["stock"]) == len(runs["ours"]) == bench.COMPILE_ROUNDS
             assert all(t > 0 for t in runs["stock"] + runs["ours"])
+
+
+def test_compile_rounds_grow_for_fast_compiles(monkeypatch):
+    """At least COMPILE_ROUNDS rounds; then more while stock's compiles total less than
+    COMPILE_SECONDS; never more than COMPILE_ROUNDS_MAX."""
+    monkeypatch.setattr(bench, "COMPILE_ROUNDS", 3)
+    monkeypatch.setattr(bench, "COMPILE_SECONDS", 2.0)
+    monkeypatch.setattr(bench, "COMPILE_ROUNDS_MAX", 10)
+
+    def rounds(seconds_each):
+        done, stock = 0, []
+        while bench.compile_more(done, stock):
+            done += 1
+            stock.append(seconds_each)
+        return done
+    assert rounds(5.0) == 3          # slow compiles: the minimum
+    assert rounds(0.5) == 4          # 4 x 0.5 s reach 2 s
+    assert rounds(0.3) == 7          # 7 x 0.3 s = 2.1 s
+    assert rounds(0.01) == 10        # the cap
+
+
+@pytest.mark.parametrize("n", [2, 5, 6, 9, 10, 13, 16])
+def test_median_ci_matches_brute_force_coverage(n):
+    """The sign-test interval of the median, checked by enumerating the 2**n ways the n
+    samples fall below or above the true median: the interval ``(x_(k), x_(n+1-k))`` covers
+    it exactly when between k and n-k samples are below; its coverage must be >= 95% and
+    the next narrower interval's < 95% (or the interval is (min, max))."""
+    from itertools import product
+
+    def coverage(k):
+        hits = sum(1 for signs in product((0, 1), repeat=n) if k <= sum(signs) <= n - k)
+        return hits / 2 ** n
+    xs = [float(10 * i) for i in range(n)]
+    lo, hi = bench.median_ci(list(reversed(xs)))
+    k = xs.index(lo) + 1
+    assert hi == xs[n - k]
+    if k > 1:
+        assert coverage(k) >= 0.95
+    if k + 1 <= n - k:
+        assert coverage(k + 1) < 0.95
+
+
+def test_compile_ci_brackets_the_paired_median():
+    row = bench.Row("f", 1, 1.0, 1.0, 0.0, 0.0, "-", {}, {}, {}, True,
+                    compile_runs_cpu={"stock": [9.0] + [1.0] * 10,
+                                      "ours": [1.0] + [0.9 + 0.02 * i for i in range(10)]})
+    lo, hi = row.compile_ci
+    assert lo <= row.compile_ratio <= hi
+    assert (lo, hi) == (pytest.approx(0.92), pytest.approx(1.06))   # x_(2), x_(9) of 10
+    assert "[0.92-1.06]" in row.compile_cell()
 
 
 def test_compile_ratio_is_the_median_of_paired_cpu_ratios():
