@@ -42,12 +42,16 @@ class _Freed:
 
     def run(self, n: int) -> list[int]:
         """Mark ``n`` scheduled; return the nodes whose ``freed`` grew."""
-        self.done[n] = True
+        done, left = self.done, self.left
+        done[n] = True
         changed = []
         for b in self.t.reads[n]:
-            self.left[b] -= 1
-            if self.left[b] == 1:
-                last = next(r for r in self.t.readers[b] if not self.done[r])
+            k = left[b] - 1
+            left[b] = k
+            if k == 1:
+                for last in self.t.readers[b]:
+                    if not done[last]:
+                        break
                 self.freed[last] += self.size[b]
                 changed.append(last)
         return changed
@@ -217,6 +221,7 @@ def bfs(graph: Graph, t: MemTables) -> list[int]:
     heap = [((), n) for n in range(graph.n_nodes) if indeg[n] == 0]
     heapq.heapify(heap)
     order: list[int] = []
+    at, preds = pos.__getitem__, graph.preds
     while heap:
         _, n = heapq.heappop(heap)
         pos[n] = len(order)
@@ -224,7 +229,7 @@ def bfs(graph: Graph, t: MemTables) -> list[int]:
         for s in graph.succs[n]:
             indeg[s] -= 1
             if indeg[s] == 0:
-                heapq.heappush(heap, (tuple(sorted(pos[p] for p in graph.preds[s])), s))
+                heapq.heappush(heap, (tuple(sorted(map(at, preds[s]))), s))
     return order
 
 
@@ -261,9 +266,10 @@ def dfs_inductor(graph: Graph, t: MemTables) -> list[int]:
     [0, 1, 2, 3]
     """
     swr = [a + i for a, i in zip(t.spike, t.inbytes)]
-    key = lambda n: (swr[n], n)  # noqa: E731
-    return _postorder(graph, sorted(range(graph.n_nodes), key=key),
-                      lambda n: sorted(graph.preds[n], key=key))
+    roots = sorted(range(graph.n_nodes), key=lambda n: (swr[n], n))
+    rank = _ranks(roots)
+    preds = graph.preds
+    return _postorder(graph, roots, lambda n: sorted(preds[n], key=rank.__getitem__))
 
 
 def dfs_subtree(graph: Graph, t: MemTables) -> list[int]:
@@ -277,16 +283,25 @@ def dfs_subtree(graph: Graph, t: MemTables) -> list[int]:
     >>> dfs_subtree(g, mem_tables(g))
     [0, 2, 1, 3]
     """
-    extra, total = [0] * graph.n_nodes, [0] * graph.n_nodes
+    nn = graph.n_nodes
+    extra, total = [0] * nn, [0] * nn
+    preds, succs, alloc = graph.preds, graph.succs, t.alloc
     cumulative = 0
-    for n in graph.topological_order():
-        extra[n] = max(len(graph.succs[n]) - 1, 0) + sum(extra[p] for p in graph.preds[n])
-        cumulative += t.alloc[n]
-        total[n] = min(t.alloc[n] + sum(total[p] for p in graph.preds[n]), cumulative)
-        extra[n] = min(extra[n], graph.n_nodes)
-    key = lambda n: (-extra[n], -total[n], n)  # noqa: E731
-    sinks = sorted((n for n in range(graph.n_nodes) if not graph.succs[n]), key=key)
-    return _postorder(graph, sinks, lambda n: sorted(graph.preds[n], key=key))
+    for n in _kahn(graph):
+        e = len(succs[n]) - 1
+        if e < 0:
+            e = 0
+        tot = alloc[n]
+        for p in preds[n]:
+            e += extra[p]
+            tot += total[p]
+        cumulative += alloc[n]
+        total[n] = tot if tot < cumulative else cumulative
+        extra[n] = e if e < nn else nn
+    rank = _ranks(sorted(range(nn), key=lambda n: (-extra[n], -total[n], n)))
+    at = rank.__getitem__
+    sinks = sorted((n for n in range(nn) if not succs[n]), key=at)
+    return _postorder(graph, sinks, lambda n: sorted(preds[n], key=at))
 
 
 def postorder(graph: Graph, t: MemTables) -> list[int]:
@@ -312,7 +327,38 @@ def postorder(graph: Graph, t: MemTables) -> list[int]:
 
 def kahn(graph: Graph, t: MemTables) -> list[int]:
     """Kahn's algorithm, smallest id first (``Graph.topological_order``)."""
-    return graph.topological_order()
+    return _kahn(graph)
+
+
+def _kahn(graph: Graph) -> list[int]:
+    """``graph.topological_order()`` (ready node with the smallest id first), with a heap
+    of ids instead of ``(key, id)`` pairs: the same order in about half the time (a
+    deliberate copy of that loop, for the heuristics' share of call-time planning)."""
+    succs = graph.succs
+    indeg = [len(p) for p in graph.preds]
+    heap = [n for n in range(graph.n_nodes) if not indeg[n]]      # ascending: a heap
+    pop, push = heapq.heappop, heapq.heappush
+    order: list[int] = []
+    while heap:
+        n = pop(heap)
+        order.append(n)
+        for s in succs[n]:
+            indeg[s] -= 1
+            if not indeg[s]:
+                push(heap, s)
+    if len(order) != graph.n_nodes:
+        return graph.topological_order()           # raises GraphError on the cycle
+    return order
+
+
+def _ranks(nodes: list[int]) -> list[int]:
+    """``rank[v]``: the position of node ``v`` in ``nodes`` (a permutation of the ids):
+    sorting by it is sorting by the key ``nodes`` was sorted with, when that key ends in
+    the id (no ties), without calling the key again."""
+    rank = [0] * len(nodes)
+    for i, v in enumerate(nodes):
+        rank[v] = i
+    return rank
 
 
 #: name -> heuristic, in the order ``schedule`` tries them (most useful per unit of work
