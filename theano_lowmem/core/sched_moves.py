@@ -16,6 +16,7 @@ change the step they are freed at.
 """
 from __future__ import annotations
 
+from itertools import compress, count, islice
 from typing import Sequence
 
 from .graph import Graph
@@ -146,6 +147,12 @@ def _find_move(graph: Graph, t: MemTables, tr: _Trace, budget: Budget) -> tuple[
     return None
 
 
+def _first_at_least(values: list[int], start: int, threshold: int) -> int:
+    """The first index ``j >= start`` with ``values[j] >= threshold`` (there must be one),
+    found by C iterators rather than a Python loop."""
+    return next(compress(count(start), map(threshold.__le__, islice(values, start, None))))
+
+
 def _later(t: MemTables, tr: _Trace, a: int, p: int, peak: int, budget: Budget
            ) -> tuple[int | None, int]:
     """Position ``b`` (``p <= b < first successor``, ``b > a``) to move ``order[a]`` to, with
@@ -181,9 +188,7 @@ def _later(t: MemTables, tr: _Trace, a: int, p: int, peak: int, budget: Budget
             break
         m = max(during[x:h + 1]) + off
         if m >= peak:
-            thr = peak - off
-            while during[x] < thr:
-                x += 1
+            x = _first_at_least(during, x, peak - off)
             budget.spend(steps + x - a)
             return None, peak
         if m > mx:
@@ -193,9 +198,7 @@ def _later(t: MemTables, tr: _Trace, a: int, p: int, peak: int, budget: Budget
     if x < e:
         m = max(during[x:e]) + off
         if m >= peak:
-            thr = peak - off
-            while during[x] < thr:
-                x += 1
+            x = _first_at_least(during, x, peak - off)
             budget.spend(steps + x - a)
             return None, peak
         if m > mx:
@@ -267,9 +270,7 @@ def _earlier(t: MemTables, tr: _Trace, a: int, p: int, peak: int, budget: Budget
                     continue
                 m = max(during[x:r + 1]) + off
                 if m >= peak:
-                    thr = peak - off
-                    while during[x] < thr:
-                        x += 1
+                    x = _first_at_least(during, x, peak - off)
                     steps += x - b + 1
                     mx = m
                     break
