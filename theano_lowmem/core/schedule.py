@@ -155,6 +155,19 @@ CUT_SHARE = 8
 #: the first better pass instead, or sharing the budget with the search, cost quality:
 #: seed 1234 95%, seed 3 89%).
 EARLY_DESCENT = (1, 5)
+#: ... and ``EARLY_DESCENT_SMALL`` instead when the budget is at least ``GROUP_EARLY_FROM``
+#: units per node and edge (the small graphs whose group moves also run early: RandWire
+#: cells of up to about 60 nodes at the call-time budget).  At 1/5 the descent there stops
+#: before it has split every peak node and no moves follow; at 3/5 it finishes and the moves
+#: polish its order (seed 42 #32 of ``benchmarks/bench_ordering.py``: descent 54 -> 52 L,
+#: moves -> 50 L, the optimum; 57 L at 1/5).  RandWire cells within 3% of the optimum,
+#: seeds 42 / 7 / 1234 / 3: 95% / 100% / 100% / 95% (91% / 100% / 100% / 95% at 1/5; the
+#: same with 2/3 or 4/5; 2/5 leaves #32); elementwise DAGs 100%; of the 320 graphs of the
+#: four seeds, 1 lower peak (#32), 1 higher (an unproven elementwise DAG, seed 3 #36, 62 ->
+#: 64 L), RandWire work +1.5%.  Larger graphs keep 1/5: there the longer descent only adds
+#: work (the 79-node ER cell of ``families.randwire``, 39.5 units per node and edge, would
+#: spend 18,821 units instead of 17,164 for the same order peak).
+EARLY_DESCENT_SMALL = (3, 5)
 END_DESCENT = (3, 5)
 #: One flow of the descent may scan at most this many arcs per node and edge.
 DESCENT_WORK_PER_EDGE = 40
@@ -285,8 +298,8 @@ def schedule(graph: Graph, *, baseline: Sequence[int] | None = None, time_budget
         baseline, the tables and the first heuristic always run; the other
         heuristics while the budget can pay for them; then exact search until a
         local optimum, a proof of optimality, or the end of the budget.  The cut
-        descents may do up to ``EARLY_DESCENT + 1 / CUT_SHARE + END_DESCENT`` (0.925)
-        times that much more (``Schedule.work`` counts both; when the early descent is
+        descents may do up to ``EARLY_DESCENT + 1 / CUT_SHARE + END_DESCENT`` (0.925;
+        1.325 with ``EARLY_DESCENT_SMALL``) times that much more (``Schedule.work`` counts both; when the early descent is
         proven optimal, the rest is skipped; when its order beats the search's, the end
         descent is).  A safety cap stops everything after
         ``2 * time_budget + 0.1`` wall-clock seconds.
@@ -377,7 +390,9 @@ def schedule(graph: Graph, *, baseline: Sequence[int] | None = None, time_budget
         lower = proof.lower(best, best_peak, lower=lower)
         optimal = best_peak <= lower
         if not optimal and budget.limit is not None:
-            extra = Budget(budget.limit * EARLY_DESCENT[0] // EARLY_DESCENT[1], budget.cap)
+            share = (EARLY_DESCENT_SMALL if budget.limit >= GROUP_EARLY_FROM * tables.edges
+                     else EARLY_DESCENT)
+            extra = Budget(budget.limit * share[0] // share[1], budget.cap)
             flows = Budget(budget.limit // CUT_SHARE, budget.cap)     # its proofs' own share
             early, ok = _early_descent(graph, tables, best, best_peak, lower,
                                        proof.fork(flows), extra)
