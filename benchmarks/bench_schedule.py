@@ -2,6 +2,15 @@
 
 Run: ``python benchmarks/bench_schedule.py [--quick]``.  Not part of the test run.
 
+``--cells [--against DIR] [--rounds R]``: instead, ``schedule()`` alone on the graphs the
+first call of the two RandWire cells of ``theano_lowmem.families`` plans (captured from
+``theano.function`` with the ``cvm_lowmem_nogc`` linker; needs Theano): CPU ms (median of
+``R`` runs, a fresh copy of the graph each), work units, peak, method.  With ``--against
+DIR`` (a checkout of another commit, e.g. ``git worktree add DIR COMMIT``), that
+checkout's ``theano_lowmem/core`` is loaded beside this one and the two run alternately in
+one process: the medians of both, the median of the per-round ratios (this / other), and
+whether the orders are the same.
+
 Table 1, per family: % above the exact optimum (mean / max) of every heuristic
 alone, of the best of them ("best-heur", what Inductor's
 ``reorder_for_peak_memory`` would keep), and of ``schedule`` (default 1 s
@@ -99,7 +108,91 @@ def show(head: list[str], rows: list[list[str]]) -> None:
     print()
 
 
+def capture_cells() -> dict:
+    """``{name: (graph, schedule kwargs)}`` of the first call of ``families.randwire`` (n=32,
+    ws and er) with ``cvm_lowmem_nogc``: the arguments ``callplan`` passes to ``schedule``."""
+    import theano
+    import theano_lowmem  # noqa: F401  (registers the linker and the pass)
+    from theano_lowmem import callplan, families
+    got, orig = [], callplan.schedule
+
+    def spy(g, **kw):
+        got.append((g, kw))
+        return orig(g, **kw)
+
+    callplan.schedule = spy
+    try:
+        out = {}
+        for kind in ("ws", "er"):
+            case = families.randwire(n=32, kind=kind)
+            mode = theano.Mode(linker="cvm_lowmem_nogc", optimizer="fast_run+lowmem")
+            f = theano.function(case.inputs, case.outputs, mode=mode)
+            f(*case.make_args())
+            out[f"randwire_{kind}"] = got[-1]
+    finally:
+        callplan.schedule = orig
+    return out
+
+
+def load_core(root: str):
+    """``theano_lowmem/core`` of the checkout ``root`` as the package ``_other_core`` (it
+    imports nothing outside itself): its ``schedule`` module and ``Graph`` class."""
+    import importlib
+    import importlib.util
+    path = os.path.join(os.path.abspath(root), "theano_lowmem", "core")
+    spec = importlib.util.spec_from_file_location("_other_core", os.path.join(path, "__init__.py"),
+                                                  submodule_search_locations=[path])
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["_other_core"] = mod
+    spec.loader.exec_module(mod)
+    return importlib.import_module("_other_core.schedule"), mod.Graph
+
+
+def cells(argv: list[str]) -> None:
+    import gc
+    import pickle
+    rounds = int(argv[argv.index("--rounds") + 1]) if "--rounds" in argv else 100
+    other = argv[argv.index("--against") + 1] if "--against" in argv else None
+    sides = [("this", schedule, None)]
+    if other:
+        sched2, graph2 = load_core(other)
+        sides.append(("other", sched2.schedule, graph2))
+    for name, (g, kw) in capture_cells().items():
+        data = {}
+        for side, fn, cls in sides:
+            g2 = g if cls is None else cls(g.node_inputs, g.node_outputs, g.size, g.alias_of,
+                                           g.pinned, g.extra_deps, workspace=g.workspace)
+            data[side] = pickle.dumps(g2)
+        times: dict[str, list[float]] = {side: [] for side, _, _ in sides}
+        res = {}
+        gc.disable()          # a full collection with Theano loaded costs tens of ms
+        try:
+            for r in range(rounds):
+                if r % 25 == 0:
+                    gc.collect()
+                for side, fn, _ in (sides if r % 2 else sides[::-1]):
+                    gr = pickle.loads(data[side])
+                    t0 = time.process_time()
+                    res[side] = fn(gr, **kw)
+                    times[side].append(time.process_time() - t0)
+        finally:
+            gc.enable()
+        line = [f"{name} ({g.n_nodes} nodes)"]
+        for side, _, _ in sides:
+            s = res[side]
+            line.append(f"{side}: {1e3 * statistics.median(times[side]):.2f} ms, {s.work} units, "
+                        f"peak {s.peak:,} B, {s.method}{', optimal' if s.optimal else ''}")
+        if other:
+            ratio = statistics.median(a / b for a, b in zip(times["this"], times["other"]))
+            line.append(f"this / other {ratio:.3f} (median of {rounds} paired runs), same order: "
+                        f"{'yes' if res['this'].order == res['other'].order else 'NO'}")
+        print("\n  ".join(line))
+
+
 def main() -> None:
+    if "--cells" in sys.argv:
+        cells(sys.argv)
+        return
     quick = "--quick" in sys.argv
     m = 8 if quick else 40
     plan = [("erdos_renyi", [16, 20, 24, 28, 32], m), ("watts_strogatz", [16, 20, 24, 28, 32], m),
