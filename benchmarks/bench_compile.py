@@ -9,7 +9,7 @@ odd rounds and ours first in even ones; the ratio is the median over rounds 2..N
 stock of the same round.  ``rotate``: four modes per round (stock; the ``lowmem`` pass with
 Theano's linker; our linker with Theano's optimizer; both), their order rotated every
 round; ratios paired with stock of the same round.  ``--gc-off``: the cyclic collector
-off during each compile.  Families: ``theano_lowmem.families_nets`` (size small).
+off during each compile.  Families: those of ``python -m theano_lowmem bench`` (size small).
 Every compile runs after ``gc.collect()`` with the objects alive before it frozen
 (``bench._compile_timed``).
 """
@@ -25,8 +25,9 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import theano  # noqa: E402
 
+from theano_lowmem import families as fam  # noqa: E402
 from theano_lowmem import families_nets as nets  # noqa: E402
-from theano_lowmem.bench import OURS_MODE, STOCK_MODE, median_ci  # noqa: E402
+from theano_lowmem.bench import OURS_MODE, SIZES, STOCK_MODE, median_ci  # noqa: E402
 
 FOUR = {"stock": STOCK_MODE,
         "lowmem pass only": dict(linker="cvm", optimizer="fast_run+lowmem"),
@@ -50,7 +51,8 @@ def _timed(case, mode: dict, gc_off: bool) -> tuple:
 
 
 def run(name: str, rounds: int, protocol: str, gc_off: bool, clock: str = "wall") -> str:
-    case = nets.FAMILIES[name](**nets.family_kwargs(name, "small"))
+    case = nets.FAMILIES[name](**nets.family_kwargs(name, "small")) if name in nets.FAMILIES \
+        else fam.FAMILIES[name](**SIZES["small"][name])
     modes = FOUR if protocol == "rotate" else {"stock": STOCK_MODE, "ours (both)": OURS_MODE}
     keys = list(modes)
     times: dict = {k: [] for k in keys}
@@ -74,7 +76,7 @@ def run(name: str, rounds: int, protocol: str, gc_off: bool, clock: str = "wall"
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("families", nargs="+", choices=sorted(nets.FAMILIES), metavar="FAMILY")
+    ap.add_argument("families", nargs="+", choices=sorted(set(nets.FAMILIES) | set(fam.FAMILIES)), metavar="FAMILY")
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--protocol", choices=("abba", "rotate"), default="abba")
     ap.add_argument("--gc-off", action="store_true")

@@ -120,6 +120,18 @@ def test_compile_ci_brackets_the_paired_median():
     assert "[0.92-1.06]" in row.compile_cell()
 
 
+def test_sched_table_shows_the_first_call_plan():
+    """The scheduling-cost table reads the call-time plan's seconds (issue 10: the
+    scheduler runs at the first call), per 1,000 nodes and as a share of the compile."""
+    row = bench.Row("f", 500, 1.0, 2.0, 0.0, 0.0, "-", {}, {}, {}, True,
+                    call_plan=dict(method="cuts", seconds=dict(total=0.04, schedule=0.025)))
+    t = bench.sched_table([row], [dict(graph="core", nodes=10, schedule_ms=3.0, pass_ms=None,
+                                       compile_s=None, plan_ms=None, plan_schedule_ms=None,
+                                       method="m")])
+    assert "| f | 500 | 0.0 (0.0) | 40.0 (25.0) | 80.0 | 2.0% | cuts |" in t
+    assert "| core | 10 | - (3.0) | - (-) | - | - | m |" in t
+
+
 def test_compile_ratio_is_the_median_of_paired_cpu_ratios():
     """The ratio pairs each round's two compiles, skips the first round (C cache loading),
     takes the median, and uses CPU seconds when they were recorded (wall seconds also count
