@@ -76,7 +76,8 @@ def run(name: str, rounds: int, protocol: str, gc_off: bool, clock: str = "wall"
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("families", nargs="+", choices=sorted(set(nets.FAMILIES) | set(fam.FAMILIES)), metavar="FAMILY")
+    ap.add_argument("families", nargs="+", choices=sorted(set(nets.FAMILIES) | set(fam.FAMILIES)),
+                    metavar="FAMILY")
     ap.add_argument("--rounds", type=int, default=8)
     ap.add_argument("--protocol", choices=("abba", "rotate"), default="abba")
     ap.add_argument("--gc-off", action="store_true")

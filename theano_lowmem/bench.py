@@ -517,14 +517,14 @@ def sched_table(rows: Sequence[Row], cost: Sequence[dict]) -> str:
                   plan_schedule_ms=_plan_ms(r.call_plan, "schedule"),
                   method=(r.call_plan or {}).get("method") or r.method) for r in rows]
 
-    ms = _fmt_ms
     for d in [*items, *cost]:
         plan = d.get("plan_ms")
         pct = f"{100 * plan / 1e3 / d['compile_s']:.1f}%" if plan is not None and \
             d["compile_s"] else "-"
-        per_k = ms(1000 * plan / d["nodes"]) if plan is not None and d["nodes"] else "-"
-        out.append(f"| {d['graph']} | {d['nodes']} | {ms(d['pass_ms'])} "
-                   f"({ms(d['schedule_ms'])}) | {ms(plan)} ({ms(d.get('plan_schedule_ms'))}) "
+        per_k = _fmt_ms(1000 * plan / d["nodes"]) if plan is not None and d["nodes"] else "-"
+        out.append(f"| {d['graph']} | {d['nodes']} | {_fmt_ms(d['pass_ms'])} "
+                   f"({_fmt_ms(d['schedule_ms'])}) | {_fmt_ms(plan)} "
+                   f"({_fmt_ms(d.get('plan_schedule_ms'))}) "
                    f"| {per_k} | {pct} | {d['method']} |")
     return "\n".join(out)
 

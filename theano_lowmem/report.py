@@ -41,7 +41,7 @@ from theano.gof.vm import VM_Linker
 from .core.memory import keep_all_bytes, simulate
 from .core.schedule import exact_schedule, schedule
 from .callplan import planned_vm
-from .executed import NotReplicable, cvm_order, traced_function
+from .executed import NotReplicable, cvm_order, is_lazy_node, traced_function
 from .measure import _owner, measure_call
 from .model import model_for
 from .order import STAMP_ATTR, attach_order, planned_order
@@ -449,12 +449,11 @@ def report(f, *example_inputs, time_budget: float = 5.0, stock=None, name: str |
             variants["stock"] = base_fn
             variants["stock_nogc"] = relink(f, VM_Linker(use_cloop=True, allow_gc=False))[0]
         # exactly the order reported (call_plan=False: no re-planning in the relinked copies);
-        # but a lazy graph (ifelse) with gc on is what cvm_lowmem makes of it: our linker
-        # declines it (Theano's walk and cells, storage_reuse.LowMemLinker.make_all), so
-        # nothing is pinned and the linker is asked as users get it (pinning the model's
-        # order measured another order than cvm_lowmem runs: resnet_sd_train 21.0 MB "ours"
-        # against 20.8 MB for the real function and for stock)
-        walk = pv is not None and getattr(pv._planner, "lazy", None) is not None
+        # but a lazy graph (ifelse) is what our linker makes of it, as users get it: gc on it
+        # declines it (Theano's walk and cells, storage_reuse.LowMemLinker.make_all), gc off
+        # it pins its own walk (pinning the model's topological order measured an order no
+        # user runs: resnet_sd_train 21.0 MB "ours" against 20.8 MB real and stock)
+        walk = any(is_lazy_node(n) for n in fg.apply_nodes)
         variants["ours"] = relink(f, LowMemLinker(use_cloop=True, allow_gc=True,
                                                   call_plan=walk),
                                   None if walk else ours_nodes)[0]
