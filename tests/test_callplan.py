@@ -373,3 +373,95 @@ def test_theano_order_unless_ours_is_clearly_lower(gain, runs_ours, monkeypatch)
     assert (pv.current.vm is not pv._planner.base_vm) == runs_ours
     assert pv.current.method.startswith("baseline") != runs_ours
     assert log == pv.executed_nodes()
+
+
+def test_base_vm_runs_theanos_walk_even_if_the_schedule_changes(monkeypatch):
+    """Nothing is pinned on a C VM graph with call-time plans: the base VM is what
+    ``VM_Linker.make_all`` builds over its schedule, and the link-time replica walked the
+    schedule it got first.  A schedule that gives another node list the second time must
+    not leave a base VM whose walk differs from the model's baseline: the factory builds
+    one that runs it (traced real call; stock's results).  The graph is one where the node
+    list changes the C VM's walk: an inplace ``neg`` waits for three readers of its input
+    (DestroyHandler orderings), visited in the order of their variables' numbers."""
+    import random
+    import types
+    import theano_lowmem.callplan as cp
+    from theano_lowmem.core.memory import simulate
+    from theano_lowmem.executed import cvm_order
+    from theano_lowmem.storage_reuse import LowMemLinker
+
+    def baseline(g, baseline, **kw):          # the plan runs Theano's order: the base VM
+        p = simulate(g, list(baseline), check=False).peak
+        return types.SimpleNamespace(order=tuple(baseline), method="baseline", optimal=False,
+                                     lower_bound=0, peak=p, baseline_peak=p)
+    monkeypatch.setattr(cp, "schedule", baseline)
+
+    def other_toposort(fgraph, seed):         # another topological order than Theano's
+        rng = random.Random(seed)
+        nodes = fgraph.toposort()
+        pending = {a: sum(1 for i in a.inputs if i.owner is not None) for a in nodes}
+        ready = [a for a in nodes if pending[a] == 0]
+        out = []
+        while ready:
+            a = ready.pop(rng.randrange(len(ready)))
+            out.append(a)
+            for o in a.outputs:
+                for c, _ in fgraph.clients(o):
+                    if c != "output":
+                        pending[c] -= 1
+                        if pending[c] == 0:
+                            ready.append(c)
+        return out
+    calls = []
+
+    seed = []
+
+    def changing_schedule(self, fgraph):
+        calls.append(1)
+        if len(calls) == 1:
+            seed[:] = [next(s for s in range(100)      # a node list the walk depends on
+                            if cvm_order(fgraph, other_toposort(fgraph, s))
+                            != cvm_order(fgraph, fgraph.toposort()))]
+            return fgraph.toposort()
+        return other_toposort(fgraph, seed[0])
+
+    x = T.vector("x")
+    y = T.exp(x)
+    outs = [-y, T.sum(y), T.max(y), T.argmin(y), T.min(y), T.prod(y)]
+    ref = theano.function([x], outs, mode=stock("cvm_nogc"))
+    linker = LowMemLinker(use_cloop=True, allow_gc=False)
+    monkeypatch.setattr(LowMemLinker, "schedule", changing_schedule)
+    f = theano.function([x], outs, mode=theano.Mode(linker=linker, optimizer="fast_run"))
+    fg = f.maker.fgraph
+    # the precondition: over the second node list, the C VM walks another order
+    assert len(calls) == 2 and cvm_order(fg, other_toposort(fg, seed[0])) != cvm_order(fg)
+    calls.clear()                 # the traced copy links again, with the same two schedules
+    g, log = traced_function(f)
+    assert len(calls) == 2
+    v = np.linspace(0.1, 1.0, 7)
+    same(g(v), ref(v))
+    pv = planned_vm(g)
+    assert pv._planner._cvm is not None and not pv._planner._cvm.walk_reused
+    assert pv.current.vm is pv._planner.base_vm
+    assert log == [pv._planner.model.nodes[i] for i in pv._planner.link_ids]
+
+
+def test_call_planned_c_vm_graph_pins_nothing_and_runs_theanos_walk():
+    """With call-time plans and nothing pinned by the pass, the linker pins no order
+    (no OrderFeature: Theano's own walk is the baseline) and the base VM's traced order is
+    the one stock Theano's C VM runs on the same graph."""
+    from theano_lowmem.order import OrderFeature
+    from theano_lowmem.storage_reuse import LowMemLinker
+    case = families.randwire(n=16, width=8, batch=4, kind="ws", seed=1)
+    f = case.compile(mode=theano.Mode(linker=LowMemLinker(use_cloop=True, allow_gc=False),
+                                      optimizer="fast_run"))
+    assert not any(isinstance(ft, OrderFeature) for ft in f.maker.fgraph._features)
+    planner = planned_vm(f)._planner
+    assert planner._cvm.walk_reused
+    stock_f = case.compile(mode=stock("cvm_nogc"))
+    sg, slog = traced_function(stock_f)
+    case.reset()
+    sg(*case.make_args())
+    case.reset()
+    names = [str(a) for a in slog]
+    assert names == [str(planner.model.nodes[i]) for i in planner.link_ids]

@@ -44,7 +44,7 @@ from .core.memory import lifetimes, simulate
 from .core.prereqs import cvm_prereqs
 from .executed import is_lazy_node, vars_index
 from .model import _workspace_rules
-from .order import OrderFeature, _cvm_encoding
+from .order import OrderFeature, _cvm_encoding, attach_order
 from .core.schedule import schedule
 from .shapes import ShapeProgram, signature_reader  # noqa: F401  (re-exported)
 
@@ -184,7 +184,7 @@ class CallPlanner:
 
     def __init__(self, linker, fgraph, model, link_ids, extra_deps, cell_groups, vm_args,
                  base_vm, shape_feature, make_vm=None, arena_ids=(), arena_fortran=None,
-                 input_views=(), lazy=None, lazy_ops=()) -> None:
+                 input_views=(), lazy=None, lazy_ops=(), cvm_walk=None) -> None:
         self.linker = linker
         self.fgraph = fgraph
         self.model = model
@@ -238,10 +238,17 @@ class CallPlanner:
         self.link_seconds = 0.0
         if linker.use_cloop and type(base_vm).__name__ == "CVM" and lazy is None:
             feature = next((f for f in fgraph._features if isinstance(f, OrderFeature)), None)
-            if feature is not None:
+            if feature is not None or cvm_walk is not None:
                 t0 = time.perf_counter()
-                self._cvm = _CVMFactory(linker, fgraph, vm_args, feature, base_vm)
+                self._cvm = _CVMFactory(linker, fgraph, vm_args, feature, base_vm, cvm_walk)
                 self.link_seconds = time.perf_counter() - t0
+                if cvm_walk is not None and not self._cvm.walk_reused:
+                    # The base CVM was built over other nodes than the replica walked (a
+                    # schedule that changed between two calls), so its walk may not be
+                    # link_ids: build one that runs link_ids over the same thunks.
+                    self.base_vm = self._cvm_vm([model.nodes[i] for i in self.link_ids])
+        elif cvm_walk is not None:
+            raise PlanningError("the linked VM is not the C VM the replica walked")
         self.budget = 0
         self.action = "warn"
         # The shape tape depends on the graph only, not on the shapes of a call: it is link
@@ -425,15 +432,13 @@ class CallPlanner:
         if tuple(order) == self.link_ids:
             return self.base_vm
         nodes = [self.model.nodes[i] for i in order]
-        feature = next(f for f in self.fgraph._features if isinstance(f, OrderFeature))
+        feature = next((f for f in self.fgraph._features if isinstance(f, OrderFeature)), None)
         if self.linker.use_cloop and type(self.base_vm).__name__ == "CVM":
             if self._cvm is None:
                 self._cvm = _CVMFactory(self.linker, self.fgraph, self.vm_args, feature,
                                         self.base_vm)
-            vm = self._cvm.build(nodes)
+            vm = self._cvm_vm(nodes)
             if vm is not None:
-                vm.storage_map = self.vm_args["storage_map"]     # as make_all (vm.py:1144)
-                vm.compute_map = self.vm_args["compute_map"]
                 return vm
         args = dict(self.vm_args)
         if not self.linker.use_cloop:          # Loop / LoopGC run their node list
@@ -443,14 +448,29 @@ class CallPlanner:
             if args["post_thunk_clear"] is not None:
                 args["post_thunk_clear"] = _post_thunk_clear(self.fgraph, nodes,
                                                              args["storage_map"])
+        attached = feature is None      # nothing pinned (a C VM graph): pin for this build
+        if attached:
+            feature = attach_order(self.fgraph, nodes)
         saved = (feature.order, feature.chained, feature.valid)
         try:                                   # the CVM reads orderings() when built
             _set_order(feature, nodes)
             vm = self.make_vm(self.linker, **args)
         finally:
-            _set_order(feature, saved[0], saved[1], saved[2])
+            if attached:
+                self.fgraph.remove_feature(feature)
+            else:
+                _set_order(feature, saved[0], saved[1], saved[2])
         vm.storage_map = args["storage_map"]          # as VM_Linker.make_all does (vm.py:1144-1145)
         vm.compute_map = args["compute_map"]
+        return vm
+
+
+    def _cvm_vm(self, nodes):
+        """The factory's C VM that runs ``nodes`` (None if it cannot build one)."""
+        vm = self._cvm.build(nodes)
+        if vm is not None:
+            vm.storage_map = self.vm_args["storage_map"]     # as make_all (vm.py:1144)
+            vm.compute_map = self.vm_args["compute_map"]
         return vm
 
 
@@ -468,7 +488,7 @@ class _CVMFactory:
     indices (vm.py:958-968).  ``build`` returns None when the graph is lazy (the order
     feature gives its chain there; ``make_vm`` is used)."""
 
-    def __init__(self, linker, fgraph, args: dict, feature, base_vm) -> None:
+    def __init__(self, linker, fgraph, args: dict, feature, base_vm, cvm_walk=None) -> None:
         # the thunks the linked VM really runs (VM.__init__ keeps them, vm.py:131-132):
         # whatever wrapped them below our make_vm (a tracer) is kept
         nodes = list(getattr(base_vm, "nodes", None) or args["nodes"])
@@ -478,7 +498,12 @@ class _CVMFactory:
         self.allow_gc = linker.allow_gc
         storage_map, compute_map = args["storage_map"], args["compute_map"]
         self.pre_call_clear = [storage_map[v] for v in linker.no_recycling]
-        self.enc = enc = _cvm_encoding(fgraph, nodes, feature)     # make_vm's numbering
+        # make_vm's numbering: the link-time replica's when it walked these very nodes
+        # (no OrderFeature then, so its prerequisites are every feature's)
+        self.walk_reused = cvm_walk is not None and len(cvm_walk[0]) == len(nodes) and \
+            all(a is b for a, b in zip(cvm_walk[0], nodes))
+        self.enc = enc = cvm_walk[1] if self.walk_reused else \
+            _cvm_encoding(fgraph, nodes, feature)
         vars_idx = vars_index(fgraph, nodes)
         inv = [None] * len(vars_idx)
         for v, i in vars_idx.items():
@@ -508,8 +533,11 @@ class _CVMFactory:
             node_input_offset=in_off, node_output_offset=out_off, var_owner=var_owner,
             is_lazy_list=[int(th.lazy) for th in self.thunks], output_vars=output_vars,
             update_storage=[upd[o] for o in output_vars if o in upd],
-            dependencies=[[vars_idx[d] for d in deps[v]] for v in inv])
-        self.other = [set(p) for p in enc[3]]        # DestroyHandler's (and others')
+            dependencies=None)
+        # per-variable tuples (untracked by the cyclic collector once it has seen them);
+        # the CVM wants lists (lazylinker_c.c:453-455): made per build
+        self.dependencies = tuple(tuple([vars_idx[d] for d in deps[v]]) for v in inv)
+        self.other = enc[3]        # DestroyHandler's (and others'): sorted, unique
 
     def prereqs(self, order_nodes: Sequence[Any]) -> list:
         """``node_prereqs`` for the VM that runs ``order_nodes`` (every node once)."""
@@ -521,11 +549,11 @@ class _CVMFactory:
             ours = {b: a for a, b in zip(target, target[1:])}
         node_outputs = self.enc[1]
         out = []
-        for i in range(len(self.nodes)):
-            p = self.other[i]
+        for i, p in enumerate(self.other):
             if i in ours:
-                p = p | set(node_outputs[ours[i]])
-            out.append(sorted(p))
+                out.append(sorted(set(p).union(node_outputs[ours[i]])))
+            else:
+                out.append(list(p))
         return out
 
     def build(self, order_nodes: Sequence[Any]):
@@ -536,7 +564,7 @@ class _CVMFactory:
         return CVM(self.nodes, self.thunks, self.pre_call_clear, allow_gc=self.allow_gc,
                    call_counts=[0] * n, call_times=[0.0] * n,
                    node_prereqs=self.prereqs(order_nodes), node_output_size=[0] * n,
-                   **self.kw)
+                   **dict(self.kw, dependencies=[list(d) for d in self.dependencies]))
 
 
 def _set_order(feature, order, chained=None, valid=True) -> None:

@@ -22,10 +22,15 @@ class NotReplicable(RuntimeError):
     """The executed order depends on data (lazy nodes such as ``ifelse``)."""
 
 
+_IFELSE: list = []
+
+
 def is_lazy_node(node) -> bool:
     """True for ops whose thunk is lazy (evaluates only the inputs it asks for)."""
-    from theano.ifelse import IfElse
-    return isinstance(node.op, IfElse) or getattr(node.op, "lazy", False) is True
+    if not _IFELSE:          # imported once, on first use (an import statement per node
+        from theano.ifelse import IfElse   # was 3 us, on every node of every compile)
+        _IFELSE.append(IfElse)
+    return isinstance(node.op, _IFELSE[0]) or getattr(node.op, "lazy", False) is True
 
 
 def vars_index(fgraph, nodes: Sequence[Any]) -> dict:
@@ -53,10 +58,12 @@ def _encode(fgraph, nodes: Sequence[Any], ordered_prereqs: bool, ords: dict | No
     ords = fgraph.orderings() if ords is None else ords
     prereqs = []
     for node in nodes:
-        idxs = [vars_idx[v] for p in ords.get(node, []) for v in p.outputs]
-        prereqs.append(idxs if ordered_prereqs else sorted(set(idxs)))
-    return ([[vars_idx[v] for v in n.inputs] for n in nodes],
-            [[vars_idx[v] for v in n.outputs] for n in nodes],
+        idxs = [vars_idx[v] for p in ords.get(node, ()) for v in p.outputs]
+        prereqs.append(tuple(idxs if ordered_prereqs else sorted(set(idxs))))
+    # tuples of ints: the cyclic collector stops tracking them, and a plan factory keeps
+    # one encoding per function (a list per node each, 9,000 tracked lists on 3,000 nodes)
+    return ([tuple([vars_idx[v] for v in n.inputs]) for n in nodes],
+            [tuple([vars_idx[v] for v in n.outputs]) for n in nodes],
             var_owner, prereqs, [vars_idx[v] for v in fgraph.outputs])
 
 
@@ -82,11 +89,18 @@ def cvm_order(fgraph, nodes: Sequence[Any] | None = None) -> list:
     >>> [str(n.op) for n in cvm_order(f.maker.fgraph)][:1]
     ['Elemwise{exp,no_inplace}']
     """
+    return cvm_order_and_encoding(fgraph, nodes)[0]
+
+
+def cvm_order_and_encoding(fgraph, nodes: Sequence[Any] | None = None) -> tuple:
+    """``(cvm_order(fgraph, nodes), encoding)``: the encoding is ``make_vm``'s numbering
+    of ``nodes`` with the prerequisites of ``fgraph.orderings()`` (:func:`_encode`),
+    which the walk was computed from."""
     nodes = list(nodes) if nodes is not None else fgraph.toposort()
     if any(is_lazy_node(n) for n in nodes):
         raise NotReplicable("the graph has lazy nodes (ifelse): the executed order depends on data")
-    order = core_executed.cvm_order(*_encode(fgraph, nodes, ordered_prereqs=False))
-    return [nodes[i] for i in order]
+    enc = _encode(fgraph, nodes, ordered_prereqs=False)
+    return [nodes[i] for i in core_executed.cvm_order(*enc)], enc
 
 
 def stack_order(fgraph, nodes: Sequence[Any] | None = None) -> list:

@@ -451,7 +451,7 @@ class LowMemLinker(VM_Linker):
     def _plan(self, fgraph, supplied: dict, check: bool, share: bool, call_plan: bool):
         """The link-time plan: order, shared cells, and what call-time planning needs."""
         from . import order as opt
-        from .executed import cvm_order, is_lazy_node, stack_order
+        from .executed import cvm_order, cvm_order_and_encoding, is_lazy_node, stack_order
         from .model import model_of_fgraph
         nodes = fgraph.apply_nodes
         lazy = sorted({type(n.op).__name__ for n in nodes if is_lazy_node(n)})
@@ -469,9 +469,21 @@ class LowMemLinker(VM_Linker):
                              f"depends on the data, and its intermediates get an arena only "
                              f"with the C VM, call-time plans and allow_gc=False or "
                              f"lowmem_arena=always ({why})")
-        if call_plan:
-            # Call-time plans choose the order from exact sizes; link in Theano's own order
-            # (the baseline every plan compares with), pinned so that every VM runs it.
+        walk = None
+        if call_plan and kind == "CVM" and \
+                not any(isinstance(f, opt.OrderFeature) for f in fgraph._features):
+            # Call-time plans choose the order from exact sizes; the base VM runs Theano's
+            # own walk (the baseline every plan compares with).  Nothing is pinned (the pass
+            # pinned nothing either): make_all builds the base CVM over the nodes its
+            # schedule gives (vm.py:1054) with fgraph.orderings() (vm.py:951), and with no
+            # OrderFeature that is exactly what this replica walks.  The walk's encoding is
+            # kept for the plans' C VMs (callplan._CVMFactory), which check the nodes.
+            sched_nodes = list(self.schedule(fgraph))
+            order, enc = cvm_order_and_encoding(fgraph, sched_nodes)
+            walk = (sched_nodes, enc)
+        elif call_plan:
+            # An order the pass pinned (sizes known at compile time) or another VM: link in
+            # Theano's own order, pinned so that every VM runs it.
             order = _theano_order(fgraph, kind)
             _pin(fgraph, order)
         else:
@@ -481,7 +493,7 @@ class LowMemLinker(VM_Linker):
                 opt.attach_order(fgraph, order)    # full chain: every VM runs exactly this
         # The lifetimes are only true if the VM runs `order` (core/executed.py replicas).
         replica = {"Stack": stack_order, "CVM": cvm_order, "Loop": self.schedule}[kind]
-        if list(replica(fgraph)) != list(order):
+        if walk is None and list(replica(fgraph)) != list(order):
             raise RuntimeError(f"the {kind} order differs from the pinned order")
         # With allow_gc=True the VM empties a cell after its last reader, so a shared cell
         # saves nothing (unless keep_for_reuse); under call-time plans it would only
@@ -520,7 +532,7 @@ class LowMemLinker(VM_Linker):
             planner_args = dict(
                 model=model, link_ids=range(len(order)),
                 extra_deps=_cell_constraints(model, cell_groups),
-                cell_groups=cell_groups, shape_feature=_shape_feature(fgraph),
+                cell_groups=cell_groups, shape_feature=_shape_feature(fgraph), cvm_walk=walk,
                 arena_ids=arena_ids, arena_fortran=arena_fortran, input_views=input_views)
         return _Linked(order, moves, fresh, plan, planner_args)
 
@@ -781,12 +793,17 @@ def _cell_constraints(model, groups) -> list:
 
 
 #: Types the memory model sizes (anything else counts 0 bytes: GPU arrays, sparse, lists...).
+_SIZED: list = []
+
+
 def _sized(t) -> bool:
-    from theano.gof.type import CDataType, Generic
-    from theano.gof.null_type import NullType
-    from theano.scalar import Scalar
-    from theano.tensor.type_other import NoneTypeT, SliceType
-    return isinstance(t, (TensorType, Scalar, NoneTypeT, SliceType, NullType, CDataType, Generic))
+    if not _SIZED:          # imported once (five import statements per variable cost 0.1 ms
+        from theano.gof.type import CDataType, Generic          # per compile of 30 values)
+        from theano.gof.null_type import NullType
+        from theano.scalar import Scalar
+        from theano.tensor.type_other import NoneTypeT, SliceType
+        _SIZED.append((TensorType, Scalar, NoneTypeT, SliceType, NullType, CDataType, Generic))
+    return isinstance(t, _SIZED[0])
 
 
 def _warn_unsized_types(fgraph) -> None:

@@ -1,4 +1,4 @@
-"""Which buffers may share bytes when the executed order depends on data (pure Python).
+r"""Which buffers may share bytes when the executed order depends on data (pure Python).
 
 A graph with lazy nodes (``ifelse``) has no single executed order: the C VM
 (``lazy_rec_eval``, lazylinker_c.c:556-700) walks back from the outputs, and a
