@@ -341,8 +341,63 @@ def _scan_workspace(node, ev: "_ShapeEvaluator", unknown_dim: int) -> int:
             shp = ev.shape(node.inputs[o])
             if shp is not None:
                 shapes[inner.inputs[i]] = shp
-    from .core.memory import keep_all_bytes
-    return keep_all_bytes(model_of_fgraph(inner, input_shapes=shapes, unknown_dim=unknown_dim).graph)
+    return keep_all_bytes_of(inner, shapes, unknown_dim)
+
+
+def keep_all_bytes_of(fgraph, input_shapes: Mapping, unknown_dim: int) -> int:
+    """``keep_all_bytes(model_of_fgraph(fgraph, input_shapes=..., unknown_dim=...).graph)``
+    without the rest of the model: the sizes of the values that own a buffer (a node's
+    outputs that are neither views nor inplace, ``Graph.buffers``), each shape evaluated
+    as :func:`model_of_fgraph` does it, every tensor value in the same order (the
+    evaluator's memo and its guard against cycles see the same sequence).  No sharing
+    keys, labels, orderings, workspace or checks: a scan's workspace rule runs at every
+    call-time plan of the outer function (issue 10: first-call planning time)."""
+    nodes = fgraph.toposort()
+    seen: set = set()
+    variables: list = []
+    for var in fgraph.inputs:
+        if var not in seen:
+            seen.add(var)
+            variables.append(var)
+    buffers: set = set()
+    for a in nodes:
+        for var in a.inputs:
+            if var not in seen:
+                seen.add(var)
+                variables.append(var)
+        aliased = {o for table in (getattr(a.op, "destroy_map", None) or {},
+                                   getattr(a.op, "view_map", None) or {})
+                   for o, ins in table.items() if ins}
+        for j, var in enumerate(a.outputs):
+            if var not in seen:
+                seen.add(var)
+                variables.append(var)
+            if j not in aliased:
+                buffers.add(var)
+    for var in fgraph.outputs:
+        if var not in seen:
+            seen.add(var)
+            variables.append(var)
+    sf = _shape_feature(fgraph)
+    known_shapes, known_values = _known_input_shapes(fgraph, input_shapes, None)
+    ev = _ShapeEvaluator(known_shapes, known_values, sf.shape_of)
+    total = 0
+    for var in variables:
+        if not isinstance(var.type, TensorType):
+            continue
+        sym = sf.shape_of.get(var)
+        if var in known_shapes:
+            d = tuple(int(x) for x in known_shapes[var])
+        elif sym is None:
+            d = (None,) * var.type.ndim
+        else:
+            d = tuple(None if v is _UNKNOWN else int(v) for v in [ev.value(x) for x in sym])
+        if var in buffers:
+            n = 1
+            for x in d:
+                n *= unknown_dim if x is None else x
+            total += n * np.dtype(var.type.dtype).itemsize
+    return total
 
 
 def _corr_workspace(node, ev: "_ShapeEvaluator", unknown_dim: int) -> int:

@@ -12,7 +12,8 @@ Two interpreters run the same tape (issue 10: planning time):
   numpy 0-d arrays for every entry, as Theano's own shape code would;
 * the *fast* one (what :meth:`ShapeProgram.run` tries first) runs the entries whose
   op is known integer arithmetic (``Elemwise`` add/sub/mul/int div/max/min/switch/
-  comparisons, ``Composite`` of those on int64, ``MakeVector``, ``Subtensor`` of a
+  comparisons/bool logic, ``Composite`` of those on int and bool inputs, nested ones
+  included, ``MakeVector``, ``Subtensor`` of a
   shape vector, ``Shape_i``...) on Python ints and tuples, and ``op.perform`` for every
   other entry.  It gives up, and the
   reference interpreter runs instead, on anything it cannot reproduce exactly: a
@@ -101,6 +102,8 @@ _INT_ARITH = {
     _ts.Maximum: (max, None, False),
     _ts.Minimum: (min, None, False),
 }
+#: ... and on bools only (``~`` is not among them: on a Python bool it gives an int)
+_BOOL_LOGIC = {_ts.AND: operator.and_, _ts.OR: operator.or_, _ts.XOR: operator.xor}
 _COMPARE = {_ts.LT: operator.lt, _ts.GT: operator.gt, _ts.LE: operator.le,
             _ts.GE: operator.ge, _ts.EQ: operator.eq, _ts.NEQ: operator.ne}
 
@@ -172,6 +175,8 @@ def _elemwise(cls, ikinds, okind):
             # (Add.impl is sum(): on mixed dtypes it may wrap in a narrower one first)
             return fn, check
         return None
+    if cls in _BOOL_LOGIC and n == 2 and odt == "bool" and idts == ["bool", "bool"]:
+        return _BOOL_LOGIC[cls], False
     if cls is _ts.Neg and n == 1 and odt in _SIGNED and idts[0] in _INTLIKE:
         return operator.neg, True
     if cls in _COMPARE and n == 2 and odt == "bool" and \
@@ -188,67 +193,119 @@ def _elemwise(cls, ikinds, okind):
 
 
 def _composite(sop, ikinds, okind):
-    """``(f, False)`` for a 0-d ``Elemwise{Composite}`` whose inner graph is int64 (and
-    bool) arithmetic that :func:`_elemwise` runs: the inner graph on Python ints, every
-    int64 value checked to stay in range (``Elemwise.perform`` runs ``Composite.impl``
-    through an object ufunc, then casts the result: the same numbers as long as none
-    leaves int64), else None."""
-    if okind != ("int64", 0) or any(k != ("int64", 0) for k in ikinds):
+    """``(f, False)`` for a 0-d ``Elemwise{Composite}`` whose inner graph is integer (and
+    bool) arithmetic that :func:`_elemwise` runs, else None.
+
+    ``Elemwise.perform`` runs ``Composite.impl`` through an object ufunc (elemwise.py:
+    771-790, ``np.frompyfunc``), which hands each inner ``impl`` the inputs as Python
+    ints and bools whatever their dtype (int8, bool, int64), then casts the result to the
+    output dtype.  The inner ops' own ``impl`` (scalar/basic.py) are Python operators or
+    numpy functions that give int64 on Python ints (``np.maximum``, ``np.less``,
+    ``np.product``), and a nested ``Composite`` is its inner graph on the same values
+    (``Composite.impl``, no cast).  So the inner graph on Python ints gives the same numbers
+    as long as no value leaves int64 (checked at each run: numpy would wrap), every inner
+    output is int64 or bool (a narrower one could be a numpy scalar that wraps, e.g. a
+    ``Cast``), every constant is int64 or bool (``impl`` reads its ``data``), and the
+    output is int64 or bool.  Fewer than 32 inputs: ``Elemwise.perform`` does not run
+    the ufunc on more (elemwise.py:714-719).  Shared subexpressions are computed once
+    (``Composite`` runs its graph as a tree: the same pure functions on the same values)."""
+    if okind not in (("int64", 0), ("bool", 0)) or len(ikinds) >= 32 or \
+            any(k[1] != 0 or k[0] not in _INTLIKE for k in ikinds):
         return None
     fg = sop.fgraph
-    if len(fg.outputs) != 1:
+    if len(fg.outputs) != 1 or len(fg.inputs) != len(ikinds):
         return None
-    where = {v: i for i, v in enumerate(fg.inputs)}
-    consts = []
-    ops = []
+    n_in = len(fg.inputs)
+    made: list = []          # after the inputs, in the order made: a constant, or (f, ins, check)
+    memo: dict = {}          # (f, ins, check) or (nested op id, ins) -> value index
     lo, hi = _RANGE["int64"]
-    order, seen, stack = [], set(), [(fg.outputs[0].owner, False)]
-    while stack:                            # post-order (fg.toposort() costs more)
-        node, done = stack.pop()
-        if node is None or (not done and node in seen):
-            continue
-        if done:
-            order.append(node)
-            continue
-        seen.add(node)
-        stack.append((node, True))
-        stack.extend((v.owner, False) for v in reversed(node.inputs) if v.owner is not None)
-    for node in order:
-        if len(node.outputs) != 1:
-            return None
-        for v in node.inputs:
-            if v not in where:
-                if not isinstance(v, Constant) or v.type.dtype not in ("int64", "bool"):
-                    return None
-                where[v] = len(fg.inputs) + len(consts)
-                consts.append(np.asarray(v.data).item())
-        ik = tuple((v.type.dtype, 0) for v in node.inputs)
-        ok = (node.outputs[0].type.dtype, 0)
-        if ok[0] not in ("int64", "bool") or any(k[0] not in ("int64", "bool") for k in ik):
-            return None
-        desc = _elemwise(type(node.op), ik, ok)
-        if desc is None:
-            return None
-        f = desc[0]
-        ins = tuple(where[v] for v in node.inputs)
-        if f is None:                       # the same number
-            where[node.outputs[0]] = ins[0]
-            continue
-        where[node.outputs[0]] = len(fg.inputs) + len(consts) + len(ops)
-        ops.append((f, ins, ok[0] == "int64"))
-    out = where.get(fg.outputs[0])
-    if out is None:
+
+    def emit(fg, where) -> bool:
+        """The nodes of ``fg`` (``where``: its inputs' value indices) appended to ``made``."""
+        order, seen, stack = [], set(), [(fg.outputs[0].owner, False)]
+        while stack:                        # post-order (fg.toposort() costs more)
+            node, done = stack.pop()
+            if node is None or (not done and node in seen):
+                continue
+            if done:
+                order.append(node)
+                continue
+            seen.add(node)
+            stack.append((node, True))
+            stack.extend((v.owner, False) for v in reversed(node.inputs)
+                         if v.owner is not None)
+        for node in order:
+            if len(node.outputs) != 1:
+                return False
+            for v in node.inputs:
+                if v not in where:
+                    if not isinstance(v, Constant) or v.type.dtype not in ("int64", "bool"):
+                        return False
+                    where[v] = n_in + len(made)
+                    made.append(np.asarray(v.data).item())
+            ik = tuple((v.type.dtype, 0) for v in node.inputs)
+            ok = (node.outputs[0].type.dtype, 0)
+            if ok[0] not in ("int64", "bool") or any(k[0] not in _INTLIKE for k in ik):
+                return False
+            if isinstance(node.op, _ts.Composite):      # its graph on the same values
+                inner = node.op.fgraph
+                if len(inner.outputs) != 1 or len(inner.inputs) != len(node.inputs) or \
+                        inner.outputs[0].type.dtype != ok[0]:
+                    return False
+                key = (id(node.op), tuple(where[v] for v in node.inputs))
+                if key not in memo:         # (fusion repeats a nested composite's node)
+                    sub = {iv: where[v] for iv, v in zip(inner.inputs, node.inputs)}
+                    if not emit(inner, sub) or inner.outputs[0] not in sub:
+                        return False
+                    memo[key] = sub[inner.outputs[0]]
+                where[node.outputs[0]] = memo[key]
+                continue
+            key = (type(node.op), ik, ok)
+            desc = _ELEMWISE.get(key, _MISSING)
+            if desc is _MISSING:
+                _ELEMWISE[key] = desc = _elemwise(*key)
+            if desc is None:
+                return False
+            f = desc[0]
+            ins = tuple(where[v] for v in node.inputs)
+            if f is None:                   # the same number
+                where[node.outputs[0]] = ins[0]
+                continue
+            step = (f, ins, ok[0] == "int64")
+            if step not in memo:
+                memo[step] = n_in + len(made)
+                made.append(step)
+            where[node.outputs[0]] = memo[step]
+        return True
+
+    where = {v: i for i, v in enumerate(fg.inputs)}
+    if not emit(fg, where) or fg.outputs[0] not in where:
         return None
-    consts = tuple(consts)
+    # renumbered: the inputs, the constants, then the results in the order made
+    is_const = [not isinstance(m, tuple) for m in made]
+    new_of = list(range(n_in)) + [0] * len(made)
+    consts = tuple(m for m, c in zip(made, is_const) if c)
+    k, r = n_in, n_in + len(consts)
+    steps = []
+    for j, (m, c) in enumerate(zip(made, is_const)):
+        if c:
+            new_of[n_in + j], k = k, k + 1
+        else:
+            new_of[n_in + j], r = r, r + 1
+            f, ins, check = m
+            steps.append((f, tuple(new_of[i] for i in ins), check))
+    out = new_of[where[fg.outputs[0]]]
+    to_bool = okind[0] == "bool"
 
     def composite(*args):
         vals = [*args, *consts]
-        for f, ins, check in ops:
+        for f, ins, check in steps:
             r = f(*[vals[i] for i in ins])
             if check and not lo <= r <= hi:
                 raise _GiveUp
             vals.append(r)
-        return vals[out]
+        r = vals[out]
+        return bool(r) if to_bool else r
     return composite, False
 
 
