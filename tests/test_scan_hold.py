@@ -28,6 +28,18 @@ def _inner(f):
             if isinstance(n.op, Scan) and getattr(n.op, "fn", None) is not None]
 
 
+def _same_as_stock(case, f, ref, calls):
+    """``f`` and ``ref`` called on each of ``calls`` from the same shared values give the
+    same outputs and leave the same shared values after every call."""
+    outs = {}
+    for name, fn in (("ours", f), ("stock", ref)):
+        case.reset()
+        outs[name] = [(fn(xs), [v.get_value() for v, _ in case.shared]) for xs in calls]
+    for (a, wa), (b, wb) in zip(outs["ours"], outs["stock"]):
+        same(a, b)
+        same(wa, wb)
+
+
 def _count_reads(pv):
     count = [0]
     planner = pv._planner
@@ -53,15 +65,11 @@ def test_one_signature_read_per_scan_run_and_results_follow_shape_changes(linker
     counts = [_count_reads(pv) for pv in inner]
     x0 = args[0]
     calls = [x0, x0[:, :2].copy(), x0[:3].copy(), x0]       # batch, then steps change
-    outs = {}
-    for name, fn in (("ours", f), ("stock", ref)):
-        case.reset()
-        outs[name] = [(fn(xs), [v.get_value() for v, _ in case.shared]) for xs in calls]
-    for (a, wa), (b, wb) in zip(outs["ours"], outs["stock"]):
-        same(a, b)
-        same(wa, wb)
-    # each inner function ran once per call of f: one read per run, not one per step
-    assert all(c[0] == len(calls) for c in counts), [c[0] for c in counts]
+    _same_as_stock(case, f, ref, calls)
+    # one read per run, not one per step, and none in a run whose outer input shapes
+    # already ran (x0, seen by the first call above: its runs are direct): the batch
+    # change and the steps change read once each
+    assert all(c[0] == 2 for c in counts), [c[0] for c in counts]
     assert all(not pv.__dict__["_hold"] and pv.__dict__["_held"] is None for pv in inner)
     assert all(len(pv.plans) >= 2 for pv in inner)     # the shape changes made new plans
 
@@ -150,3 +158,84 @@ def test_arena_views_are_back_in_their_cells_after_function_free():
         assert not any(c[0] is view for c, view in plan.arena.views)
         same(f(*args), ref(*args))
     assert seen == [True] * 3
+
+
+def _count_proxy_calls(monkeypatch):
+    from theano_lowmem.callplan import PlannedVM
+    count = [0]
+    real = PlannedVM.__call__
+
+    def counting(self, *a, **k):
+        count[0] += 1
+        return real(self, *a, **k)
+    monkeypatch.setattr(PlannedVM, "__call__", counting)
+    return count
+
+
+@pytest.mark.parametrize("linker", ["cvm_lowmem_nogc", "cvm_lowmem"])
+def test_runs_with_known_outer_shapes_call_the_plan_vm_at_every_step(linker, monkeypatch):
+    """After one run with given outer input shapes, the scan's steps call the held plan's
+    VM with no Python in between (as stock Theano calls its VM): counted at the proxy,
+    whose __call__ then runs once per call of f (the outer function); the plans count the
+    steps; results stay stock's across shape changes; the inner Function gets its proxy
+    back after every run."""
+    steps = 6
+    case = families.lstm(steps=steps, batch=3, n_in=5, n_hid=4)
+    f = case.compile(_mode(linker))
+    ref = case.compile(theano.Mode(linker=linker.replace("_lowmem", ""), optimizer="fast_run"))
+    x0 = case.make_args()[0]
+    case.reset()
+    f(x0)
+    inner = _inner(f)
+    scans = len(inner)
+    assert scans >= 1
+    calls = [pv.current.calls for pv in inner]
+    count = _count_proxy_calls(monkeypatch)
+    f(x0)
+    assert count[0] == 1                   # the outer function only
+    assert [pv.current.calls for pv in inner] == [c + steps for c in calls]
+    assert all(n.op.fn.fn is pv for n, pv in zip(_scan_nodes(f), inner))
+    # a new batch size: the held path (the first step reads, the next steps are _fast)
+    count[0] = 0
+    f(x0[:, :2].copy())
+    assert count[0] == 1 + scans * steps
+    seq = [x0, x0[:, :2].copy(), x0[:4].copy(), x0, x0[:, :2].copy(), x0[:4].copy()]
+    _same_as_stock(case, f, ref, seq)
+    # forgetting the plans sends the next run through the held path again
+    for pv in inner:
+        pv.clear_plans()
+    count[0] = 0
+    f(x0)
+    assert count[0] == 1 + scans * steps
+
+
+def _scan_nodes(f):
+    from theano.scan_module.scan_op import Scan
+    return [n for n in f.maker.fgraph.apply_nodes
+            if isinstance(n.op, Scan) and getattr(n.op, "fn", None) is not None]
+
+
+def test_a_step_that_raises_in_a_direct_run_gives_stock_error_and_the_proxy_back():
+    """A step raising inside a direct run (an ``Assert`` on a sequence value): the error
+    is stock's, the inner Function holds its proxy again, and the next call is right."""
+    xs = T.vector("xs")
+
+    def step(x, acc):
+        from theano.tensor.opt import Assert
+        return acc + Assert("x must be below 10")(T.exp(x) * 2, T.lt(x, 10))
+    out, _ = theano.scan(step, sequences=[xs], outputs_info=[T.constant(0.0, dtype="float64")])
+    f = theano.function([xs], out[-1], mode=_mode("cvm_lowmem_nogc"))
+    ref = theano.function([xs], out[-1], mode=theano.Mode(linker="cvm_nogc", optimizer="fast_run"))
+    good = np.linspace(0, 1, 5)
+    bad = good.copy()
+    bad[3] = 11.0
+    same(f(good), ref(good))
+    same(f(good), ref(good))             # a direct run
+    with pytest.raises(AssertionError) as ours:
+        f(bad)
+    with pytest.raises(AssertionError) as stock:
+        ref(bad)
+    assert "x must be below 10" in str(ours.value) and "x must be below 10" in str(stock.value)
+    inner = _inner(f)
+    assert all(n.op.fn.fn is pv for n, pv in zip(_scan_nodes(f), inner))
+    same(f(good * 2), ref(good * 2))

@@ -809,7 +809,9 @@ class PlannedVM:
 
 def hold_inner_plans(nodes, thunks) -> list:
     """``thunks`` with each Scan node's thunk wrapped so that, while it runs, its inner
-    function reads its signature at the first step only.
+    function reads its signature at the first step only, and, once a run has shown which
+    plan the scan's outer input shapes select, later runs with those shapes call that
+    plan's VM at every step with no Python in between, as stock Theano calls its VM.
 
     Scan's Python loop (scan_op.py:1122-1560, ``Scan.execute``) calls the inner VM once
     per step; the inner inputs are slices of the same sequences and of the same
@@ -820,18 +822,59 @@ def hold_inner_plans(nodes, thunks) -> list:
     (no arena, or a gc-off arena whose views stay in their cells, no allocator to
     drop), the later steps call that VM straight away (``_fast``; their count is added
     to the plan's calls when the hold ends).  The hold ends when the thunk returns or
-    raises.  Only Python thunks (Scan's, without ``cthunk``) are wrapped, once."""
+    raises.  Only Python thunks (Scan's, without ``cthunk``) are wrapped, once.
+
+    *Direct runs.*  Every inner input is a slice along the first axis of an outer input
+    of the scan node (sequences, the state buffers made from the initial states'
+    ``shape[1:]``, lines 1186-1203) or an outer input itself (shared values,
+    non-sequences), so the outer input shapes decide the inner signature.  After a held
+    run whose plan needed nothing around its VM, has no arena in the function at all
+    (``arena_ids`` empty: Scan frees the cells after each run, design 0006), reads no
+    value, no input layout and is under the budget, the node's outer tensor shapes map
+    to that plan; a later run with the same shapes sets the inner ``Function.fn`` to the
+    plan's VM for the run (``execute`` reads ``self.fn.fn`` once, line 1214, and
+    ``Function.free`` reads its ``allow_gc`` and ``storage_map``, which are the same
+    objects) and restores it after.  The plan must still be cached (else the run takes
+    the held path); ``as_while`` scans, whose step count is not ``n_steps``, never run
+    direct.  Each direct run adds ``n_steps`` to the plan's calls.  A stale mapping could
+    only run an order planned for other sizes: every plan's order is valid for any
+    sizes, and these functions place nothing in an arena."""
     from theano.scan_module.scan_op import Scan
+    from theano.tensor.type import TensorType
     out = list(thunks)
     for i, (node, th) in enumerate(zip(nodes, thunks)):
         if not isinstance(node.op, Scan) or hasattr(th, "cthunk") or \
                 getattr(th, "_lowmem_hold", False):
             continue
-        pv = planned_vm(getattr(node.op, "fn", None))
+        inner = getattr(node.op, "fn", None)
+        pv = planned_vm(inner)
         if pv is None:
             continue
+        cells = getattr(th, "inputs", None)      # the node's input cells (scan_op.py:969)
+        direct = None
+        if cells is not None and len(cells) == len(node.inputs) and \
+                not getattr(node.op, "as_while", True):
+            direct = {"steps": cells[0],
+                      "cells": tuple(c for c, v in zip(cells[1:], node.inputs[1:])
+                                     if isinstance(v.type, TensorType)),
+                      "plans": {}}
 
-        def held(th=th, d=pv.__dict__):
+        def held(th=th, d=pv.__dict__, pv=pv, inner=inner, direct=direct):
+            key = None
+            if direct is not None:
+                try:
+                    key = tuple([c[0].shape for c in direct["cells"]])
+                except AttributeError:
+                    key = None
+                hit = direct["plans"].get(key) if key is not None else None
+                if hit is not None and d["plans"].get(hit.signature) is hit:
+                    d["current"], d["_vm"] = hit, hit.vm
+                    inner.fn = hit.vm
+                    try:
+                        return th()
+                    finally:
+                        inner.fn = pv
+                        hit.calls += int(direct["steps"][0])
             d["_hold"] = True
             try:
                 return th()
@@ -839,11 +882,23 @@ def hold_inner_plans(nodes, thunks) -> list:
                 plan = d["_held"]
                 if plan is not None:
                     plan.calls += d["_fast_calls"]
+                    if key is not None and d["_fast"] is plan.vm and _direct_ok(pv, plan):
+                        direct["plans"][key] = plan
                 d.update(_hold=False, _held=None, _fast=None, _fast_calls=0)
         held.__dict__.update(getattr(th, "__dict__", {}))
         held._lowmem_hold = True
         out[i] = held
     return out
+
+
+def _direct_ok(pv: PlannedVM, plan: Plan) -> bool:
+    """Whether runs may call ``plan``'s VM for every step (see :func:`hold_inner_plans`)."""
+    p, d, vm = pv._planner, pv.__dict__, plan.vm
+    return (d["failed"] is None and not p.arena_ids and plan.arena is None
+            and not p.value_cells and not p.fortran_inputs and not plan.over_budget
+            and getattr(vm, "storage_map", None) is d["storage_map"]
+            and getattr(vm, "allow_gc", None) == d["allow_gc"]
+            and getattr(vm, "need_update_inputs", True) == d["need_update_inputs"])
 
 
 def release_shared_cells(cells) -> None:
