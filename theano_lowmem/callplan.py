@@ -860,13 +860,10 @@ def hold_inner_plans(nodes, thunks) -> list:
                       "plans": {}}
 
         def held(th=th, d=pv.__dict__, pv=pv, inner=inner, direct=direct):
-            key = None
+            # the outer shapes are read before and after the run, never held during it
+            # (a tracemalloc peak of the call would count them)
             if direct is not None:
-                try:
-                    key = tuple([c[0].shape for c in direct["cells"]])
-                except AttributeError:
-                    key = None
-                hit = direct["plans"].get(key) if key is not None else None
+                hit = direct["plans"].get(_outer_key(direct["cells"]))
                 if hit is not None and d["plans"].get(hit.signature) is hit:
                     d["current"], d["_vm"] = hit, hit.vm
                     inner.fn = hit.vm
@@ -882,13 +879,23 @@ def hold_inner_plans(nodes, thunks) -> list:
                 plan = d["_held"]
                 if plan is not None:
                     plan.calls += d["_fast_calls"]
-                    if key is not None and d["_fast"] is plan.vm and _direct_ok(pv, plan):
-                        direct["plans"][key] = plan
+                    if direct is not None and d["_fast"] is plan.vm and _direct_ok(pv, plan):
+                        key = _outer_key(direct["cells"])
+                        if key is not None:
+                            direct["plans"][key] = plan
                 d.update(_hold=False, _held=None, _fast=None, _fast_calls=0)
         held.__dict__.update(getattr(th, "__dict__", {}))
         held._lowmem_hold = True
         out[i] = held
     return out
+
+
+def _outer_key(cells):
+    """The shapes in the scan node's outer tensor cells (None if one is empty)."""
+    try:
+        return tuple([c[0].shape for c in cells])
+    except AttributeError:
+        return None
 
 
 def _direct_ok(pv: PlannedVM, plan: Plan) -> bool:
