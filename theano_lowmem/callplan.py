@@ -871,7 +871,9 @@ def hold_inner_plans(nodes, thunks) -> list:
                         return th()
                     finally:
                         inner.fn = pv
-                        hit.calls += int(direct["steps"][0])
+                        steps = direct["steps"][0]
+                        if steps is not None:      # never mask the run's own error
+                            hit.calls += int(steps)
             d["_hold"] = True
             try:
                 return th()
