@@ -835,7 +835,8 @@ def hold_inner_plans(nodes, thunks) -> list:
     plan's VM for the run (``execute`` reads ``self.fn.fn`` once, line 1214, and
     ``Function.free`` reads its ``allow_gc`` and ``storage_map``, which are the same
     objects) and restores it after.  The plan must still be cached (else the run takes
-    the held path); ``as_while`` scans, whose step count is not ``n_steps``, never run
+    the held path) and planning not switched off (``failed``: then Theano's order, as
+    the warning said); ``as_while`` scans, whose step count is not ``n_steps``, never run
     direct.  Each direct run adds ``n_steps`` to the plan's calls.  A stale mapping could
     only run an order planned for other sizes: every plan's order is valid for any
     sizes, and these functions place nothing in an arena."""
@@ -864,7 +865,8 @@ def hold_inner_plans(nodes, thunks) -> list:
             # (a tracemalloc peak of the call would count them)
             if direct is not None:
                 hit = direct["plans"].get(_outer_key(direct["cells"]))
-                if hit is not None and d["plans"].get(hit.signature) is hit:
+                if hit is not None and d["failed"] is None and \
+                        d["plans"].get(hit.signature) is hit:
                     d["current"], d["_vm"] = hit, hit.vm
                     inner.fn = hit.vm
                     try:
