@@ -328,7 +328,10 @@ def _network(graph: Graph, tables: MemTables, x: int, side: list[int]
                 side[s] = 2
                 stack.append(s)
     held, size, producer = tables.held, tables.size, graph.producer
-    fixed = tables.spike[x] + sum(h for h, s in zip(held, side) if s == 1)
+    fixed = tables.spike[x]
+    for h, s in zip(held, side):        # a loop: cheaper than ``sum`` of a generator
+        if s == 1:
+            fixed += h
     # arcs: vertex 0 source, 1 sink, node v is v + 2, buffer aux vertices after the nodes;
     # arc e and its reverse e ^ 1 (the helper calls of the first version, inlined)
     head: list[list[int]] = [[], []] + [[] for _ in range(n)]

@@ -97,14 +97,16 @@ def cut_positions(graph: Graph, order: Sequence[int]) -> list[int]:
     reach = -1
     for i, v in enumerate(order):
         ok_before[i] = reach <= i
-        f = min(map(at, succs[v]), default=n)
+        sv = succs[v]
+        f = min(map(at, sv)) if sv else n      # cheaper than ``default=``
         if f > reach:
             reach = f
     cuts, low = [], n
     for i in range(n - 1, -1, -1):      # every node after i has a predecessor at or after i
         if ok_before[i] and low >= i:
             cuts.append(i)
-        q = max(map(at, preds[order[i]]), default=-1)
+        pv = preds[order[i]]
+        q = max(map(at, pv)) if pv else -1
         if q < low:
             low = q
     return cuts[::-1]
@@ -593,7 +595,7 @@ class _Window:
         """
         if not self.strong:
             return self._search_weak(ub, limit, budget, deadline, floor)
-        k, pred, succ, spike = self.k, self.pred, self.succ, self.spike
+        k, pred, succ = self.k, self.pred, self.succ
         full = (1 << k) - 1
         h, next_hs = (self._h_strong, self._next_strong) if self.strong else (self._h_weak, self._next_weak)
         hs0 = () if self.strong else self.base_keep

@@ -18,7 +18,8 @@ memory first), ``topological_sort_bfs``, ``topological_sort_dfs``.
 from __future__ import annotations
 
 import heapq
-from typing import Callable
+from operator import neg
+from typing import Callable, Sequence
 
 from .graph import Graph
 from .sched_model import MemTables
@@ -31,29 +32,33 @@ class _Freed:
     reader.  Each buffer changes state once: O(E) in total.
     """
 
+    __slots__ = ("reads", "readers", "size", "left", "done", "freed")
+
     def __init__(self, t: MemTables, size: tuple[int, ...]) -> None:
-        self.t, self.size = t, size
+        self.reads, self.readers, self.size = t.reads, t.readers, size
         self.left = {b: len(r) for b, r in t.readers.items()}
         self.done: list[bool] = [False] * len(t.alloc)
-        self.freed = [0] * len(t.alloc)
-        for b, r in t.readers.items():
-            if len(r) == 1:
-                self.freed[r[0]] += size[b]
+        self.freed = freed = [0] * len(t.alloc)
+        for r, sz in t.single:          # the buffers with one reader
+            freed[r] += sz
 
-    def run(self, n: int) -> list[int]:
+    def run(self, n: int) -> list[int] | tuple:
         """Mark ``n`` scheduled; return the nodes whose ``freed`` grew."""
         done, left = self.done, self.left
         done[n] = True
-        changed = []
-        for b in self.t.reads[n]:
+        changed: list[int] | tuple = ()         # most runs change nothing: no new list
+        for b in self.reads[n]:
             k = left[b] - 1
             left[b] = k
             if k == 1:
-                for last in self.t.readers[b]:
+                for last in self.readers[b]:
                     if not done[last]:
                         break
                 self.freed[last] += self.size[b]
-                changed.append(last)
+                if changed:
+                    changed.append(last)
+                else:
+                    changed = [last]
         return changed
 
 
@@ -68,29 +73,28 @@ def list_freed(graph: Graph, t: MemTables) -> list[int]:
     [0, 2, 1, 3]
     """
     fr = _Freed(t, graph.size)
-    users = [len(s) for s in graph.succs]
+    alloc, freed, done, run, succs = t.alloc, fr.freed, fr.done, fr.run, graph.succs
+    users = [len(s) for s in succs]
     indeg = [len(p) for p in graph.preds]
     ver = [0] * graph.n_nodes
-
-    def key(n: int) -> tuple[int, int, int, int]:
-        return (t.alloc[n] - fr.freed[n], -users[n], n, ver[n])
-
-    heap = [key(n) for n in range(graph.n_nodes) if indeg[n] == 0]
+    pop, push = heapq.heappop, heapq.heappush
+    # entries (alloc - freed, -users, id, version): the key, inlined
+    heap = [(alloc[n] - freed[n], -users[n], n, 0) for n in range(graph.n_nodes) if indeg[n] == 0]
     heapq.heapify(heap)
     order: list[int] = []
     while heap:
-        *_, n, v = heapq.heappop(heap)
-        if v != ver[n] or fr.done[n]:
+        _, _, n, v = pop(heap)
+        if v != ver[n] or done[n]:
             continue
         order.append(n)
-        for m in fr.run(n):
+        for m in run(n):
             if indeg[m] == 0:
-                ver[m] += 1
-                heapq.heappush(heap, key(m))
-        for s in graph.succs[n]:
+                v = ver[m] = ver[m] + 1
+                push(heap, (alloc[m] - freed[m], -users[m], m, v))
+        for s in succs[n]:
             indeg[s] -= 1
             if indeg[s] == 0:
-                heapq.heappush(heap, key(s))
+                push(heap, (alloc[s] - freed[s], -users[s], s, ver[s]))
     return order
 
 
@@ -110,38 +114,46 @@ def reverse_freed(graph: Graph, t: MemTables) -> list[int]:
     [0, 2, 1, 3]
     """
     n = graph.n_nodes
-    size, producer = t.size, graph.producer
-    opened = {b: False for b in t.readers}
-    delta = [sum(size[c] for c in t.reads[v]) for v in range(n)]   # opened - closed, if placed now
+    size, producer, reads, readers, preds = t.size, graph.producer, t.reads, t.readers, graph.preds
+    opened = dict.fromkeys(readers, False)
+    delta = []                                  # opened - closed, if placed now
+    for rs in reads:
+        d = 0
+        for c in rs:
+            d += size[c]
+        delta.append(d)
     left = [len(s) for s in graph.succs]
     ver = [0] * n
     placed = [False] * n
     heap = [(delta[v], -v, 0) for v in range(n) if not left[v]]
     heapq.heapify(heap)
+    pop, push = heapq.heappop, heapq.heappush
     order: list[int] = []
     while heap:
-        _, v, k = heapq.heappop(heap)
+        _, v, k = pop(heap)
         v = -v
         if k != ver[v] or placed[v]:
             continue
         placed[v] = True
         order.append(v)
-        touched = list(graph.preds[v])
-        for c in t.reads[v]:
+        touched = list(preds[v])
+        for c in reads[v]:
             if not opened[c]:
                 opened[c] = True
-                for r in t.readers[c]:
+                sz = size[c]
+                for r in readers[c]:
                     if not placed[r]:
-                        delta[r] -= size[c]
+                        delta[r] -= sz
                         touched.append(r)
-                delta[producer[c]] -= size[c]
-                touched.append(producer[c])
-        for p in graph.preds[v]:
+                p = producer[c]
+                delta[p] -= sz
+                touched.append(p)
+        for p in preds[v]:
             left[p] -= 1
         for r in touched:
             if not placed[r] and not left[r]:
-                ver[r] += 1
-                heapq.heappush(heap, (delta[r], -r, ver[r]))
+                k = ver[r] = ver[r] + 1
+                push(heap, (delta[r], -r, k))
     return order[::-1]
 
 
@@ -160,49 +172,56 @@ def lpmf(graph: Graph, t: MemTables) -> list[int]:
     [0, 2, 1, 3]
     """
     fr = _Freed(t, graph.size)
+    alloc, spike, freed, done, run, succs = t.alloc, t.spike, fr.freed, fr.done, fr.run, graph.succs
+    nn = graph.n_nodes
     indeg = [len(p) for p in graph.preds]
-    ver = [0] * graph.n_nodes
+    ver = [0] * nn
     by_net: list[tuple[int, int, int]] = []
     by_alloc: list[tuple[int, int, int, int]] = []
+    pop, push = heapq.heappop, heapq.heappush
 
-    def push(n: int) -> None:
-        ver[n] += 1
-        net = t.alloc[n] - fr.freed[n]
-        heapq.heappush(by_net, (net, n, ver[n]))
-        heapq.heappush(by_alloc, (t.spike[n], net, n, ver[n]))
+    def ready(n: int) -> None:
+        """Push ``n`` (a new version of its entries) on both heaps."""
+        v = ver[n] = ver[n] + 1
+        net = alloc[n] - freed[n]
+        push(by_net, (net, n, v))
+        push(by_alloc, (spike[n], net, n, v))
 
-    for n in range(graph.n_nodes):
+    for n in range(nn):
         if indeg[n] == 0:
-            push(n)
+            ready(n)
     live, high = 0, t.held_total   # Inductor starts from the output bytes
     order: list[int] = []
-    while len(order) < graph.n_nodes:
-        while by_alloc[0][3] != ver[by_alloc[0][2]] or fr.done[by_alloc[0][2]]:
-            heapq.heappop(by_alloc)
-        pick = by_alloc[0][2]
-        if live + t.spike[pick] <= high:          # something fits: least net among fitting
+    while len(order) < nn:
+        top = by_alloc[0]
+        while top[3] != ver[top[2]] or done[top[2]]:
+            pop(by_alloc)
+            top = by_alloc[0]
+        pick = top[2]
+        if live + spike[pick] <= high:            # something fits: least net among fitting
             aside = []
             while True:
-                net, n, v = heapq.heappop(by_net)
-                if v != ver[n] or fr.done[n]:
+                _, n, v = e = pop(by_net)
+                if v != ver[n] or done[n]:
                     continue
-                if live + t.spike[n] <= high:
+                aside.append(e)
+                if live + spike[n] <= high:
                     pick = n
-                    aside.append((net, n, v))
                     break
-                aside.append((net, n, v))
             for e in aside:
-                heapq.heappush(by_net, e)
-        high = max(high, live + t.spike[pick])
-        live += t.alloc[pick] - fr.freed[pick]
+                push(by_net, e)
+        step = live + spike[pick]
+        if step > high:
+            high = step
+        live += alloc[pick] - freed[pick]
         order.append(pick)
-        for m in fr.run(pick):
-            if indeg[m] == 0 and not fr.done[m]:
-                push(m)
-        for s in graph.succs[pick]:
+        for m in run(pick):
+            if indeg[m] == 0 and not done[m]:
+                ready(m)
+        for s in succs[pick]:
             indeg[s] -= 1
             if indeg[s] == 0:
-                push(s)
+                ready(s)
     return order
 
 
@@ -233,21 +252,22 @@ def bfs(graph: Graph, t: MemTables) -> list[int]:
     return order
 
 
-def _postorder(graph: Graph, roots: list[int], child_order: Callable[[int], list[int]]) -> list[int]:
-    """Iterative DFS post-order over ``preds`` from ``roots`` (visited in the given order)."""
+def _postorder(graph: Graph, roots: list[int], kids: Sequence[Sequence[int]]) -> list[int]:
+    """Iterative DFS post-order over ``preds`` from ``roots`` (visited in the given order),
+    the children of node ``n`` visited in the order of ``kids[n]``."""
     seen = [False] * graph.n_nodes
     order: list[int] = []
     for r in roots:
         if seen[r]:
             continue
         seen[r] = True
-        stack = [(r, iter(child_order(r)))]
+        stack = [(r, iter(kids[r]))]
         while stack:
             n, it = stack[-1]
             for c in it:
                 if not seen[c]:
                     seen[c] = True
-                    stack.append((c, iter(child_order(c))))
+                    stack.append((c, iter(kids[c])))
                     break
             else:
                 stack.pop()
@@ -266,10 +286,9 @@ def dfs_inductor(graph: Graph, t: MemTables) -> list[int]:
     [0, 1, 2, 3]
     """
     swr = [a + i for a, i in zip(t.spike, t.inbytes)]
-    roots = sorted(range(graph.n_nodes), key=lambda n: (swr[n], n))
-    rank = _ranks(roots)
-    preds = graph.preds
-    return _postorder(graph, roots, lambda n: sorted(preds[n], key=rank.__getitem__))
+    roots = [n for _, n in sorted(zip(swr, range(graph.n_nodes)))]     # by (swr[n], n)
+    at = _ranks(roots).__getitem__
+    return _postorder(graph, roots, [sorted(p, key=at) if len(p) > 1 else p for p in graph.preds])
 
 
 def dfs_subtree(graph: Graph, t: MemTables) -> list[int]:
@@ -298,10 +317,11 @@ def dfs_subtree(graph: Graph, t: MemTables) -> list[int]:
         cumulative += alloc[n]
         total[n] = tot if tot < cumulative else cumulative
         extra[n] = e if e < nn else nn
-    rank = _ranks(sorted(range(nn), key=lambda n: (-extra[n], -total[n], n)))
-    at = rank.__getitem__
+    # sorted by (-extra, -total, id): the tuples built by ``zip`` rather than a key function
+    keys = sorted(zip(map(neg, extra), map(neg, total), range(nn)))
+    at = _ranks([k[2] for k in keys]).__getitem__
     sinks = sorted((n for n in range(nn) if not succs[n]), key=at)
-    return _postorder(graph, sinks, lambda n: sorted(preds[n], key=at))
+    return _postorder(graph, sinks, [sorted(p, key=at) if len(p) > 1 else p for p in preds])
 
 
 def postorder(graph: Graph, t: MemTables) -> list[int]:
@@ -314,14 +334,16 @@ def postorder(graph: Graph, t: MemTables) -> list[int]:
     >>> postorder(g, mem_tables(g))
     [0, 2, 1, 3]
     """
-    def kids(n: int) -> list[int]:
+    producer, extra_deps = graph.producer, graph.extra_deps
+    kids = []
+    for n, ins in enumerate(graph.node_inputs):
         seen: dict[int, None] = {}
-        for v in graph.node_inputs[n]:
-            if graph.producer[v] >= 0:
-                seen.setdefault(graph.producer[v], None)
-        for d in graph.extra_deps[n]:
+        for v in ins:
+            if producer[v] >= 0:
+                seen.setdefault(producer[v], None)
+        for d in extra_deps[n]:
             seen.setdefault(d, None)
-        return list(seen)
+        kids.append(list(seen))
     return _postorder(graph, [n for n in range(graph.n_nodes) if not graph.succs[n]], kids)
 
 

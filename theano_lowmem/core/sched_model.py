@@ -14,7 +14,7 @@ an idle one.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 from .graph import Graph
@@ -65,6 +65,10 @@ class MemTables:
     #: ``outs[n]``: ``(buffer, size)`` of node ``n``'s own freeable output buffers (not
     #: views; the exact windows' tables)
     outs: tuple[tuple[tuple[int, int], ...], ...] = ()
+    #: :func:`traced`'s memo: ``tuple(order) -> (during, after, peak)`` of the last
+    #: ``TRACE_MEMO`` orders it scored (a cache, not part of the tables' value: every
+    #: instance, ``dataclasses.replace``'s included, starts with its own empty one)
+    traces: dict = field(default_factory=dict, init=False, compare=False, repr=False)
 
 
 def mem_tables(graph: Graph) -> MemTables:
@@ -78,7 +82,7 @@ def mem_tables(graph: Graph) -> MemTables:
     ((8, 4, 4), ((), (1,), (1,)), 8)
     """
     size, producer, g_readers, pinned = graph.size, graph.producer, graph.readers, graph.group_pinned
-    root = [graph.root(v) for v in range(graph.n_values)]
+    root = graph._roots                 # graph.root(v) of every value, one table
     alloc, held = [0] * graph.n_nodes, [0] * graph.n_nodes
     readers: dict[int, tuple[int, ...]] = {}
     group = graph.group
@@ -92,18 +96,25 @@ def mem_tables(graph: Graph) -> MemTables:
             readers[b] = rd
     reads, inbytes = [], []
     for ins in graph.node_inputs:
-        roots = sorted({root[v] for v in ins})
-        reads.append(tuple(b for b in roots if b in readers))
-        inbytes.append(sum(size[b] for b in roots if producer[b] >= 0))
+        roots = sorted({root[v] for v in ins}) if len(ins) > 1 else [root[v] for v in ins]
+        rd, ib = [], 0
+        for b in roots:
+            if b in readers:
+                rd.append(b)
+            if producer[b] >= 0:
+                ib += size[b]
+        reads.append(tuple(rd))
+        inbytes.append(ib)
     spike = tuple(a + w for a, w in zip(alloc, graph.workspace))
     edges = graph.n_nodes + sum(map(len, graph.node_inputs)) + sum(map(len, graph.preds))
     single = tuple((rd[0], size[b]) for b, rd in readers.items() if len(rd) == 1)
     multi = tuple((rd, size[b]) for b, rd in readers.items() if len(rd) > 1)
     alias_of = graph.alias_of
-    outs = tuple(tuple((b, size[b]) for b in vs if alias_of[b] < 0 and b in readers)
-                 for vs in graph.node_outputs)
+    outs = []
+    for vs in graph.node_outputs:
+        outs.append(tuple([(b, size[b]) for b in vs if alias_of[b] < 0 and b in readers]))
     return MemTables(tuple(alloc), spike, tuple(reads), readers, tuple(held), tuple(inbytes),
-                     sum(held), size, edges, single, multi, outs)
+                     sum(held), size, edges, single, multi, tuple(outs))
 
 
 def static_lower_bound(tables: MemTables) -> int:
@@ -150,9 +161,40 @@ def fast_trace(t: MemTables, order: Sequence[int]) -> tuple[list[int], list[int]
     return during, after
 
 
+#: :func:`traced` remembers the traces of this many orders (per :class:`MemTables`).
+TRACE_MEMO = 4
+
+
+def traced(t: MemTables, order: Sequence[int]) -> tuple[list[int], list[int], int]:
+    """``(during, after, peak)``: :func:`fast_trace` of ``order`` and its peak, from
+    ``t.traces`` when it scored the same order among the last ``TRACE_MEMO`` (``schedule``
+    scores the same order again at several points: a heuristic's order and the proof of
+    its peak, a descent's result, the final order).  The lists are the caller's to change.
+
+    Examples
+    --------
+    >>> g = Graph([[0], [1], [2]], [[1], [2], [3]], size=[0, 8, 8, 8], pinned=[3])
+    >>> t = mem_tables(g)
+    >>> traced(t, [0, 1, 2]), traced(t, (0, 1, 2)), len(t.traces)
+    (([8, 16, 16], [8, 8, 8], 16), ([8, 16, 16], [8, 8, 8], 16), 1)
+    """
+    key = tuple(order)
+    memo = t.traces
+    hit = memo.get(key)
+    if hit is not None:
+        return list(hit[0]), list(hit[1]), hit[2]
+    during, after = fast_trace(t, key)
+    peak = max(during) if during else 0
+    if len(memo) >= TRACE_MEMO:
+        del memo[next(iter(memo))]          # the oldest
+    memo[key] = (tuple(during), tuple(after), peak)
+    return during, after, peak
+
+
 def fast_peak(t: MemTables, order: Sequence[int]) -> int:
     """``memory.peak`` of a valid ``order`` via :func:`fast_trace`."""
-    return max(fast_trace(t, order)[0], default=0)
+    during = fast_trace(t, order)[0]
+    return max(during) if during else 0
 
 
 class Budget:
@@ -204,9 +246,10 @@ class Budget:
 
     def spend(self, units: int) -> bool:
         """Count ``units`` done; False once the work or the wall-clock cap is used up."""
-        self.spent += units
-        if self.spent >= self._next_clock:
-            self._next_clock = self.spent + CLOCK_EVERY
+        spent = self.spent = self.spent + units
+        if spent >= self._next_clock:
+            self._next_clock = spent + CLOCK_EVERY
             if self.cap is not None and not self.capped and time.perf_counter() > self.cap:
                 self.capped = True
-        return not self.exhausted
+        limit = self.limit                  # ``not self.exhausted``, inlined
+        return not (self.capped or (limit is not None and spent >= limit))

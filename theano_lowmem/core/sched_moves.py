@@ -16,7 +16,6 @@ change the step they are freed at.
 """
 from __future__ import annotations
 
-from itertools import compress, count, islice
 from typing import Sequence
 
 from .graph import Graph
@@ -33,18 +32,22 @@ class _Trace:
         for i, v in enumerate(order):
             pos[v] = i
         at = pos.__getitem__
-        last = {b: max(map(at, rd)) for b, rd in t.readers.items()}
+        size = t.size
+        last: dict[int, int] = {}
         free = [0] * n
-        for b, p in last.items():
-            free[p] += t.size[b]
+        for b, rd in t.readers.items():
+            last[b] = j = max(map(at, rd))
+            free[j] += size[b]
         during, after, live = [0] * n, [0] * n, 0
+        spike, alloc = t.spike, t.alloc
         for i, v in enumerate(order):
-            during[i] = live + t.spike[v]
-            live += t.alloc[v] - free[i]
+            during[i] = live + spike[v]
+            live += alloc[v] - free[i]
             after[i] = live
+        # ``min(..., default=)`` parses keywords on each call: the test is cheaper
         succs, preds = graph.succs, graph.preds
-        first_succ = [min(map(at, succs[v]), default=n) for v in order]
-        last_pred = [max(map(at, preds[v]), default=-1) for v in order]
+        first_succ = [min(map(at, succs[v])) if succs[v] else n for v in order]
+        last_pred = [max(map(at, preds[v])) if preds[v] else -1 for v in order]
         self.order, self.pos, self.last, self.free = order, pos, last, free
         self.during, self.after, self.first_succ, self.last_pred = during, after, first_succ, last_pred
 
@@ -81,8 +84,8 @@ class _Trace:
         for v in touched:
             j = pos[v]
             sv, pv = succs[v], preds[v]
-            first_succ[j] = min(map(at, sv), default=n)
-            last_pred[j] = max(map(at, pv), default=-1)
+            first_succ[j] = min(map(at, sv)) if sv else n
+            last_pred[j] = max(map(at, pv)) if pv else -1
             work += len(sv) + len(pv)
         return work
 
@@ -123,20 +126,20 @@ def move_pass(graph: Graph, t: MemTables, order: Sequence[int], budget: Budget
 def _find_move(graph: Graph, t: MemTables, tr: _Trace, budget: Budget) -> tuple[int, int] | None:
     """The first move ``(from, to)`` across a peak step that keeps every step it changes
     below the peak, or None."""
-    during = tr.during
+    during, first_succ, last_pred = tr.during, tr.first_succ, tr.last_pred
     peak = max(during)
     n = len(during)
-    for p in (i for i in range(n) if during[i] == peak):
+    for p in [i for i, d in enumerate(during) if d == peak]:
         budget.spend(n // 8 + 1)                   # the candidates' checks below
         for a in range(p, -1, -1):                 # later: from a <= p to b >= p
-            if tr.first_succ[a] > p + (a == p):
+            if first_succ[a] > p + (a == p):
                 b = _later(t, tr, a, p, peak, budget)[0]
                 if b is not None:
                     return a, b
                 if budget.exhausted:
                     return None
         for a in range(p, n):                      # earlier: from a >= p to b <= p
-            if tr.last_pred[a] < p - (a == p):
+            if last_pred[a] < p - (a == p):
                 b = _earlier(t, tr, a, p, peak, budget)[0]
                 if b is not None:
                     return a, b
@@ -148,9 +151,14 @@ def _find_move(graph: Graph, t: MemTables, tr: _Trace, budget: Budget) -> tuple[
 
 
 def _first_at_least(values: list[int], start: int, threshold: int) -> int:
-    """The first index ``j >= start`` with ``values[j] >= threshold`` (there must be one),
-    found by C iterators rather than a Python loop."""
-    return next(compress(count(start), map(threshold.__le__, islice(values, start, None))))
+    """The first index ``j >= start`` with ``values[j] >= threshold`` (there must be one).
+
+    A plain loop: on CPython 3.11 it is about twice as fast as ``compress`` over
+    ``map(threshold.__le__, ...)`` (a slot wrapper call per value) at every distance."""
+    j = start
+    while values[j] < threshold:
+        j += 1
+    return j
 
 
 def _later(t: MemTables, tr: _Trace, a: int, p: int, peak: int, budget: Budget
@@ -167,7 +175,7 @@ def _later(t: MemTables, tr: _Trace, a: int, p: int, peak: int, budget: Budget
     scanned with ``max`` of slices of ``during`` instead of step by step.  Same result and
     work units as the step-by-step scan (``steps``: one per step it would visit, the step
     at or above ``peak`` included)."""
-    order, free, last, size = tr.order, tr.free, tr.last, t.size
+    order, last, size = tr.order, tr.last, t.size
     during, after = tr.during, tr.after
     v = order[a]
     stop = tr.first_succ[a]
@@ -240,7 +248,7 @@ def _earlier(t: MemTables, tr: _Trace, a: int, p: int, peak: int, budget: Budget
     between ``moved`` steps is ``max`` of a slice of ``during``.  Same result and work
     units as the step-by-step scan (``steps``: one per step visited while the highest
     step so far is below ``peak``)."""
-    order, free, last, size, pos = tr.order, tr.free, tr.last, t.size, tr.pos
+    order, free, last, size, pos, readers = tr.order, tr.free, tr.last, t.size, tr.pos, t.readers
     during, after = tr.during, tr.after
     v = order[a]
     reads = t.reads[v]
@@ -255,7 +263,11 @@ def _earlier(t: MemTables, tr: _Trace, a: int, p: int, peak: int, budget: Budget
         for c in reads:
             if last[c] != a:
                 continue
-            r = max((pos[x] for x in t.readers[c] if b <= pos[x] < a), default=-1)
+            r = -1                                 # the last other reader in [b, a)
+            for x in readers[c]:
+                q = pos[x]
+                if b <= q < a and q > r:
+                    r = q
             if r >= 0:
                 moved[r] = moved.get(r, 0) + size[c]
                 fv -= size[c]

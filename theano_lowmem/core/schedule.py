@@ -72,7 +72,8 @@ from .sched_groups import group_pass
 from .sched_exact import (cut_positions, repair_order, solve_window, tree_parents,
                           tree_schedule)
 from .sched_heuristics import HEURISTIC_COST, HEURISTICS, SCORE_COST
-from .sched_model import Budget, MemTables, fast_peak, fast_trace, mem_tables, static_lower_bound
+from .sched_model import (Budget, MemTables, fast_peak, mem_tables, static_lower_bound,
+                          traced)
 from .sched_moves import move_pass
 
 __all__ = ["Schedule", "schedule", "exact_schedule", "reference_schedule", "brute_force_peak",
@@ -213,7 +214,7 @@ class _CutProof:
         # units as without the proofs
         pending = len(order) // 4
         if during is None:
-            during = fast_trace(t, order)[0]
+            during = traced(t, order)[0]
             pending += t.edges // 2
         self.observe(order, during)
         cap = CUT_WORK_PER_EDGE * t.edges
@@ -342,7 +343,7 @@ def schedule(graph: Graph, *, baseline: Sequence[int] | None = None, time_budget
     base_peak = None
     if baseline is not None:
         graph.check_order(baseline)
-        base_peak = fast_peak(tables, baseline)
+        base_peak = traced(tables, baseline)[2]
         cands.append((base_peak, 0, "baseline", list(baseline)))
         budget.spend(tables.edges // 2)    # check + score: 0.15-0.3 us per node and edge
     lower = static_lower_bound(tables)
@@ -358,13 +359,13 @@ def schedule(graph: Graph, *, baseline: Sequence[int] | None = None, time_budget
     proof = _CutProof(graph, tables, budget) if tree is None else None
     if tree is not None:                   # exact on in-forests: nothing else to search
         order = tree[0]
-        tree_peak = fast_peak(tables, order)
+        tree_peak = traced(tables, order)[2]
         cands.append((tree_peak, 1, "tree", order))
         lower = max(lower, tree_peak) if tree_peak == tree[1] else lower
     else:
         if relaxed is not None:            # a forest but for extra deps: Liu, then repaired
             order = repair_order(graph, relaxed[0])
-            cands.append((fast_peak(tables, order), 1, "tree+deps", order))
+            cands.append((traced(tables, order)[2], 1, "tree+deps", order))
             budget.spend(3 * tables.edges)
         for rank, (name, h) in enumerate(HEURISTICS.items(), 2):
             cost = (HEURISTIC_COST[name] + SCORE_COST) * tables.edges // 4    # run + score
@@ -375,9 +376,9 @@ def schedule(graph: Graph, *, baseline: Sequence[int] | None = None, time_budget
                     and (budget.spent + cost) * HEURISTIC_SHARE[1] > budget.limit * HEURISTIC_SHARE[0]):
                 break
             order = h(graph, tables)
-            during = fast_trace(tables, order)[0]
+            during, _, peak = traced(tables, order)
             proof.observe(order, during)
-            cands.append((max(during, default=0), rank, name, order))
+            cands.append((peak, rank, name, order))
             budget.spend(cost)
     best_peak, _, method, best = min(cands)
     if proof is not None and best_peak > lower:
@@ -399,14 +400,14 @@ def schedule(graph: Graph, *, baseline: Sequence[int] | None = None, time_budget
             extra_work += extra.spent + flows.spent
             budget.capped |= extra.capped or flows.capped
             if ok:
-                best, best_peak, method, optimal, lower = early, fast_peak(tables, early), \
+                best, best_peak, method, optimal, lower = early, traced(tables, early)[2], \
                     "cuts", True, ok
     if not optimal and graph.n_nodes and budget.left() >= 2 * tables.edges:
         best, best_peak, method, optimal, lower = _improve(
             graph, tables, best, best_peak, method, lower, exact_max_nodes, budget, settled,
             proof)
     if (not optimal and early is not None
-            and fast_peak(tables, early) < fast_peak(tables, best)):
+            and traced(tables, early)[2] < traced(tables, best)[2]):
         # the early descent's order beats the whole search: the result, without the end
         # descent (from the search's worse order it seldom goes below the early one, and
         # costs up to END_DESCENT more; its proof was tried when the early descent found it)
@@ -419,10 +420,10 @@ def schedule(graph: Graph, *, baseline: Sequence[int] | None = None, time_budget
         if early is not None and _leximax(tables, early) < _leximax(tables, best):
             best, method = early, "cuts"
         if new is not None or method == "cuts":
-            lower = proof.fork(extra).lower(best, fast_peak(tables, best), lower=lower)
+            lower = proof.fork(extra).lower(best, traced(tables, best)[2], lower=lower)
         extra_work += extra.spent
         budget.capped |= extra.capped
-    best_peak = fast_peak(tables, best)
+    best_peak = traced(tables, best)[2]
     return Schedule(tuple(best), best_peak, method, optimal or lower >= best_peak,
                     min(lower, best_peak), base_peak, time.perf_counter() - t0,
                     budget.spent + extra_work, budget.capped)
@@ -430,7 +431,7 @@ def schedule(graph: Graph, *, baseline: Sequence[int] | None = None, time_budget
 
 def _leximax(tables: MemTables, order: Sequence[int]) -> list[int]:
     """The steps' bytes of ``order``, highest first (compared lexicographically)."""
-    return sorted(fast_trace(tables, order)[0], reverse=True)
+    return sorted(traced(tables, order)[0], reverse=True)
 
 
 def _early_descent(graph: Graph, tables: MemTables, best: list[int], best_peak: int,
@@ -449,13 +450,13 @@ def _early_descent(graph: Graph, tables: MemTables, best: list[int], best_peak: 
         return False
 
     order = cut_descent(graph, tables, best, budget, stop=proven)
-    during = fast_trace(tables, order)[0]
+    during = traced(tables, order)[0]
     budget.spend(tables.edges // 4)
     if proven(order, during):
         return order, found[0]
     order, changed = move_pass(graph, tables, order, budget)
     if changed:
-        during = fast_trace(tables, order)[0]
+        during = traced(tables, order)[0]
         budget.spend(tables.edges // 4)
         if proven(order, during):
             return order, found[0]
@@ -520,8 +521,7 @@ def cut_descent(graph: Graph, tables: MemTables, order: Sequence[int], budget: B
         if scans < 2 * tables.edges:
             break
         order = [v for b in blocks for v in b]
-        during = fast_trace(tables, order)[0]
-        peak = max(during, default=0)
+        during, _, peak = traced(tables, order)
         x = next((v for v, d in zip(order, during) if d == peak and not split[v]), None)
         budget.spend(tables.edges // 2)
         if x is None or (stop is not None and done and stop(order, during)):
@@ -561,7 +561,7 @@ def _multi_start(graph: Graph, tables: MemTables, cands: list, budget: Budget
         new, changed = move_pass(graph, tables, order, sub)
         budget.spend(sub.spent)
         budget.capped |= sub.capped
-        out.append((fast_peak(tables, new) if changed else peak_, len(out),
+        out.append((traced(tables, new)[2] if changed else peak_, len(out),
                     name + "+moves" if changed else name, new, not sub.exhausted))
         budget.spend(tables.edges // 4 if changed else 0)
     best_peak, _, method, best, settled = min(out or [(*min(cands), False)])
@@ -615,8 +615,7 @@ def _improve(graph: Graph, tables: MemTables, best: list[int], best_peak: int, m
             order, changed = move_pass(graph, tables, best, budget) if run else (best, False)
         if changed:
             best, method = order, "groups" if groups else "moves"
-        during, after = fast_trace(tables, best)
-        best_peak = max(during)
+        during, after, best_peak = traced(tables, best)
         pos = [0] * n
         for i, v in enumerate(best):
             pos[v] = i
