@@ -465,3 +465,77 @@ def test_call_planned_c_vm_graph_pins_nothing_and_runs_theanos_walk():
     case.reset()
     names = [str(a) for a in slog]
     assert names == [str(planner.model.nodes[i]) for i in planner.link_ids]
+
+
+@pytest.mark.parametrize("linker", LINKERS)
+def test_a_cached_signature_takes_the_short_path_and_stays_bit_identical(linker, monkeypatch):
+    """From the second call of a signature on, a call reads the signature, compares it with
+    the current plan's and runs the plan's VM (``PlannedVM._set_hit``); another signature,
+    or a shared variable's new shape, takes the long path again.  Outputs and updates
+    against stock Theano throughout; the long paths are counted."""
+    long_calls = [0]
+    real = callplan.PlannedVM._set_hit
+
+    def counting(self, plan):
+        long_calls[0] += 1
+        return real(self, plan)
+    monkeypatch.setattr(callplan.PlannedVM, "_set_hit", counting)
+    res = []
+    for mode in (lowmem(linker), stock(STOCK[linker])):
+        x, ws, outs, ups = mlp_graph()
+        f = theano.function([x], outs, updates=ups, mode=mode)
+        got, paths = [], []
+        for n in (4, 4, 4, 9, 9, 4, "W", 4, 4, 4):
+            if n == "W":            # new shapes of the shared variables: a new signature
+                ws[0].set_value(np.linspace(-1, 1, 12 * 30).reshape(12, 30))
+                ws[1].set_value(np.linspace(-1, 1, 30 * 7).reshape(30, 7))
+                continue
+            before = long_calls[0]
+            got.append([np.array(o) for o in f(np.linspace(-1, 1, n * 12).reshape(n, 12))])
+            paths.append(long_calls[0] - before)
+        res.append((got, [w.get_value() for w in ws], paths, planned_vm(f)))
+    (a, wa, ours_paths, pv), (b, wb, _, stock_pv) = res
+    assert pv is not None and stock_pv is None
+    for u, v in zip(a, b):
+        same(u, v)
+    for u, v in zip(wa, wb):
+        same(u, v)
+    # 4: plans; 4, 4: short; 9: plans; 9: short; 4: its cached plan, the long path once;
+    # new shared shapes; 4: plans; 4, 4: short
+    assert ours_paths == [1, 0, 0, 1, 0, 1, 1, 0, 0], ours_paths
+    assert pv.misses == 3 and pv.hits == 6
+
+
+def test_over_budget_signature_never_takes_the_short_path(monkeypatch):
+    """A plan over ``lowmem_budget`` with action ``raise`` raises at every call, also
+    after the function ran a cached signature's short path."""
+    monkeypatch.setattr(theano.config, "lowmem_budget", "1MB")
+    monkeypatch.setattr(theano.config, "lowmem_budget_action", "raise")
+    x = T.vector("x")
+    f = theano.function([x], (T.exp(x) * 2).sum(), mode=lowmem(), name="big_fn")
+    small, big = np.ones(1000), np.ones(400_000)
+    for _ in range(2):
+        assert f(small) == pytest.approx(2000 * np.e) == f(small)
+        for _ in range(2):
+            with pytest.raises(MemoryError, match="big_fn"):
+                f(big)
+    assert planned_vm(f)._hit is None
+
+
+def test_a_failed_planner_never_takes_the_short_path(monkeypatch):
+    """After planning fails (one warning), calls run Theano's order: no short path to a
+    plan made before."""
+    x = T.vector("x")
+    f = theano.function([x], T.tanh(x * 2 + 1).sum(), mode=lowmem())
+    f(np.ones(5))
+    f(np.ones(5))
+    pv = planned_vm(f)
+    assert pv._hit is not None
+    monkeypatch.setattr(callplan.CallPlanner, "plan", lambda self, sig: 1 / 0)
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        f(np.ones(6))
+    assert pv.failed and pv._hit is None and pv.vm is pv._planner.base_vm
+    ran = []
+    monkeypatch.setattr(pv.plans[(5,)], "vm", lambda *a, **k: ran.append(1))
+    assert f(np.ones(5)) == pytest.approx(5 * np.tanh(3.0)) and not ran

@@ -88,9 +88,27 @@ def test_cvm_prereqs_reproduce_the_plan_on_the_replica(case):
     assert walked == plan
     # the plain replica (what the C VM does with these prerequisites) agrees
     assert cvm_order(ins, outs, owner, _merged(prereqs, outs, pred), outputs) == plan
-    # never more edges than the chain, never deeper than the chain
+    # never more edges than the chain; the recursion holds each node at most once
     assert sum(p >= 0 for p in pred) <= len(plan) - 1
-    assert depth <= chain_depth(plan, ins, outs, owner, prereqs, outputs)
+    assert depth <= len(plan)
+
+
+def test_minimal_prerequisites_may_recurse_one_deeper_than_the_chain():
+    """Fewer prerequisites do not always mean a shallower walk: on this graph (found by
+    hypothesis at stop 22; ``test_cvm_prereqs_reproduce_the_plan_on_the_replica`` claimed
+    "never deeper than the chain" until then) the minimal set recurses 8 deep, the chain 7.
+    The depth is only reported (``OrderFeature.cvm_stats``); what bounds it is the number
+    of nodes."""
+    plan = [1, 0, 3, 2, 5, 7, 4, 6, 8, 9, 10, 11, 12, 13]
+    ins = [[0], [0], [3], [0], [0], [2], [0], [0, 4, 7], [0], [6], [8], [5], [0], [9]]
+    outs = [[v] for v in range(2, 16)]
+    owner = [-1, -1] + list(range(14))
+    prereqs = [[]] * 5 + [[2]] + [[]] * 8
+    outputs = [10, 11, 12, 13, 14, 15]
+    pred, walked, depth = cvm_prereqs(plan, ins, outs, owner, prereqs, outputs)
+    assert walked == plan
+    assert cvm_order(ins, outs, owner, _merged(prereqs, outs, pred), outputs) == plan
+    assert (depth, chain_depth(plan, ins, outs, owner, prereqs, outputs)) == (8, 7)
 
 
 @given(planned_dags(max_nodes=10))
@@ -104,6 +122,69 @@ def test_cvm_prereqs_are_minimal(case):
         fewer = list(pred)
         fewer[i] = -1
         assert cvm_order(ins, outs, owner, _merged(prereqs, outs, fewer), outputs) != plan
+
+
+def _reference_walk(node_inputs, node_outputs, var_owner, prereqs_of, output_vars):
+    """``cvm_walk`` as first written (before its stop-22 speed-up): the reference."""
+    computed = [owner < 0 for owner in var_owner]
+    order, depth = [], 0
+    for out in output_vars:
+        if computed[out]:
+            continue
+        owner = var_owner[out]
+        stack = [[owner, list(prereqs_of(owner, computed)) + list(node_inputs[owner]), 0]]
+        while stack:
+            depth = max(depth, len(stack))
+            frame = stack[-1]
+            node, pending, pos = frame
+            while pos < len(pending) and computed[pending[pos]]:
+                pos += 1
+            frame[2] = pos
+            if pos < len(pending):
+                owner = var_owner[pending[pos]]
+                stack.append([owner, list(prereqs_of(owner, computed)) + list(node_inputs[owner]), 0])
+                continue
+            stack.pop()
+            if all(computed[v] for v in node_outputs[node]):
+                continue
+            order.append(node)
+            for v in node_outputs[node]:
+                computed[v] = True
+    return order, depth
+
+
+def _reference_prereqs(order, node_inputs, node_outputs, var_owner, node_prereqs, output_vars):
+    """``cvm_prereqs`` as first written, over :func:`_reference_walk`."""
+    pos = {node: j for j, node in enumerate(order)}
+    pred = [-1] * len(order)
+
+    def prereqs_of(node, computed):
+        j = pos[node]
+        fixed = node_prereqs[node]
+        if j == 0:
+            return list(fixed)
+        prev = order[j - 1]
+        if all(computed[v] for v in node_outputs[prev]):
+            return list(fixed)
+        deps = {var_owner[v] for v in node_inputs[node]}
+        deps.update(var_owner[v] for v in fixed)
+        if prev in deps:
+            return list(fixed)
+        pred[node] = prev
+        return sorted(set(fixed).union(node_outputs[prev]))
+    walked, depth = _reference_walk(node_inputs, node_outputs, var_owner, prereqs_of, output_vars)
+    return pred, walked, depth
+
+
+@given(planned_dags())
+def test_cvm_prereqs_and_walk_equal_their_first_versions(case):
+    """The faster ``cvm_walk`` / ``cvm_prereqs`` give what the plain versions give: the
+    prerequisites, the walk and its depth for the plan, and Theano's own walk."""
+    plan, ins, outs, owner, prereqs, outputs = case
+    assert cvm_prereqs(plan, ins, outs, owner, prereqs, outputs) == \
+        _reference_prereqs(plan, ins, outs, owner, prereqs, outputs)
+    assert cvm_order(ins, outs, owner, prereqs, outputs) == \
+        _reference_walk(ins, outs, owner, lambda n, c: prereqs[n], outputs)[0]
 
 
 def test_wide_graph_needs_no_prerequisite_and_stays_shallow():

@@ -631,7 +631,7 @@ class PlannedVM:
         self.__dict__.update(_planner=planner, _vm=base, plans=OrderedDict(),
                              misses=0, evicted=0, _evicted_calls=0, failed=None, name=name,
                              _hold=False, _held=None, _fast=None, _fast_calls=0,
-                             _own_error=False, current=None, _sig=planner.signature,
+                             _hit=None, _own_error=False, current=None, _sig=planner.signature,
                              _max=int(_flag("lowmem_plan_cache", 4)),
                              # read by Function.__call__ on every call (function_module.py:
                              # 940, 949): the same for every plan's VM, so no __getattr__
@@ -668,13 +668,28 @@ class PlannedVM:
         else:
             setattr(self._vm, name, value)
 
-    def __call__(self, *args, **kwargs):
+    def __call__(self, output_subset=None):
+        # Function.__call__ calls ``fn()`` or ``fn(output_subset=...)`` (function_module.py:
+        # 903-904), Scan its inner ``fn()`` (scan_op.py:1335)
         d = self.__dict__
+        hit = d["_hit"]
+        # the current plan's signature again, and nothing to do around its VM but (gc on)
+        # putting the arena's views back: one signature read and compare (see _set_hit)
+        if hit is not None and output_subset is None:
+            try:
+                again = hit[0]() == hit[1]
+            except Exception:       # an unreadable signature: the long path's business
+                again = False
+            if again and (hit[4] is None or hit[5][0] is hit[6]):   # gc off: views in
+                hit[2].calls += 1
+                return hit[3]()
         fast = d["_fast"]
         if fast is not None:        # a held plan with nothing to do around its VM
             d["_fast_calls"] += 1
-            return fast(*args, **kwargs)
+            return fast() if output_subset is None else fast(output_subset=output_subset)
+        kwargs = {} if output_subset is None else {"output_subset": output_subset}
         d["_own_error"] = False
+        d["_hit"] = None
         if d["failed"] is None:
             plan = d["_held"]
             if plan is None:
@@ -704,7 +719,7 @@ class PlannedVM:
                     # Scan emptied them: emptied_first() reads one cell); gc on: the VM emptied them
                     if d["_gc"] or not arena.installed or arena.emptied_first():
                         arena.refill()
-                    out = d["_vm"](*args, **kwargs)
+                    out = d["_vm"](**kwargs)
                     if not d["_gc"]:
                         if not arena.probed:
                             self._probe(plan)
@@ -712,13 +727,65 @@ class PlannedVM:
                             c[0] = None
                         for c in self._planner.input_view_cells:
                             c[0] = None
-                        if d["_held"] is plan and arena.installed and not (
-                                arena.allocator_cells or self._planner.input_view_cells):
+                        if not arena.installed:
+                            pass
+                        elif d["_held"] is not plan:
+                            self._set_hit(plan)
+                        elif not (arena.allocator_cells or self._planner.input_view_cells):
                             d["_fast"] = d["_vm"]
+                    elif arena.installed:
+                        self._set_hit(plan)
                     return out
                 if d["_held"] is plan:
                     d["_fast"] = d["_vm"]
-        return d["_vm"](*args, **kwargs)
+                else:
+                    self._set_hit(plan)
+        return d["_vm"](**kwargs)
+
+    def _set_hit(self, plan) -> None:
+        """Let the next calls with ``plan``'s signature take the short path of
+        :meth:`__call__`: ``(signature reader, signature, plan, its VM, its arena or None,
+        the arena's first cell, the view it should hold)``.  Only for the current plan
+        when planning is on, the plan is under the budget, no scan holds it, and the
+        signature reader is the settled one; every change of the current plan, of the
+        arena or of the cache (``_select``, ``_leave_arena``, ``clear_plans``, a failed
+        plan, a scan's hold or direct run) drops it, and a call that takes the long
+        path drops it first.  With gc off, the arena's views must still be in their
+        cells (``Function.free()`` empties them all at once, so the first cell tells,
+        as :meth:`PlanArena.emptied_first`), and the cells the long path empties after
+        the VM (allocators', views of inputs) are emptied after it; with gc on, the views
+        go back into their cells before the VM."""
+        d = self.__dict__
+        planner = d["_planner"]
+        if (plan is not d["current"] or d["failed"] is not None or plan.over_budget
+                or d["_hold"] or d["_sig"] is not planner.signature
+                or d["_vm"] is not plan.vm):
+            return
+        arena, vm = plan.arena, plan.vm
+        cell = view = None
+        if arena is not None:
+            if not arena.views:
+                arena = None                # nothing placed: nothing to do around the VM
+            elif d["_gc"]:
+                # the VM empties the cells: a call puts the views back first (the VM is
+                # wrapped, so that the short path stays one comparison and one call)
+                def run(refill=arena.refill, vm=vm):
+                    refill()
+                    return vm()
+                vm, arena = run, None
+            else:
+                cell, view = arena.views[0]
+                clear = tuple(arena.allocator_cells) + tuple(planner.input_view_cells)
+                if clear:
+                    # gc off: the cells of the ops that replaced their view, and those of
+                    # the views of inputs, are emptied after the VM, as the long path does
+                    def run(clear=clear, vm=vm):
+                        out = vm()
+                        for c in clear:
+                            c[0] = None
+                        return out
+                    vm = run
+        d["_hit"] = (planner.signature, plan.signature, plan, vm, arena, cell, view)
 
     @property
     def hits(self) -> int:
@@ -733,6 +800,7 @@ class PlannedVM:
             plan = self._miss(sig)
         else:
             self.plans.move_to_end(sig)
+        d["_hit"] = None
         if plan is not None:
             if plan is not d["current"]:
                 self._leave_arena()
@@ -755,6 +823,7 @@ class PlannedVM:
     def _leave_arena(self) -> None:
         """Release the current plan's arena and empty every arena cell, so that no
         view placed for one order stays in a cell when another order runs."""
+        self.__dict__["_hit"] = None
         cur = self.__dict__["current"]
         if cur is not None and cur.arena is not None:
             cur.arena.release()
@@ -867,7 +936,7 @@ def hold_inner_plans(nodes, thunks) -> list:
                 hit = direct["plans"].get(_outer_key(direct["cells"]))
                 if hit is not None and d["failed"] is None and \
                         d["plans"].get(hit.signature) is hit:
-                    d["current"], d["_vm"] = hit, hit.vm
+                    d["current"], d["_vm"], d["_hit"] = hit, hit.vm, None
                     inner.fn = hit.vm
                     try:
                         return th()
@@ -876,7 +945,7 @@ def hold_inner_plans(nodes, thunks) -> list:
                         steps = direct["steps"][0]
                         if steps is not None:      # never mask the run's own error
                             hit.calls += int(steps)
-            d["_hold"] = True
+            d["_hold"], d["_hit"] = True, None
             try:
                 return th()
             finally:

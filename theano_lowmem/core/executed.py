@@ -86,23 +86,29 @@ def cvm_walk(node_inputs: Sequence[Sequence[int]], node_outputs: Sequence[Sequen
             continue
         # frame: [node, pending variables to evaluate first, next position]
         owner = var_owner[out]
-        stack = [[owner, list(prereqs_of(owner, computed)) + list(node_inputs[owner]), 0]]
+        stack = [[owner, [*prereqs_of(owner, computed), *node_inputs[owner]], 0]]
         while stack:
-            depth = max(depth, len(stack))
+            if len(stack) > depth:
+                depth = len(stack)
             frame = stack[-1]
-            node, pending, pos = frame
-            while pos < len(pending) and computed[pending[pos]]:
+            pending, pos = frame[1], frame[2]
+            n = len(pending)
+            while pos < n and computed[pending[pos]]:
                 pos += 1
-            frame[2] = pos
-            if pos < len(pending):
+            if pos < n:
+                frame[2] = pos
                 owner = var_owner[pending[pos]]
-                stack.append([owner, list(prereqs_of(owner, computed)) + list(node_inputs[owner]), 0])
+                stack.append([owner, [*prereqs_of(owner, computed), *node_inputs[owner]], 0])
                 continue
             stack.pop()
-            if all(computed[v] for v in node_outputs[node]):
-                continue
-            order.append(node)
-            for v in node_outputs[node]:
+            outs = node_outputs[frame[0]]
+            for v in outs:
+                if not computed[v]:
+                    break
+            else:
+                continue                    # every output computed already
+            order.append(frame[0])
+            for v in outs:
                 computed[v] = True
     return order, depth
 

@@ -84,18 +84,24 @@ def cvm_prereqs(order: Sequence[int], node_inputs: Sequence[Sequence[int]],
         pos[node] = j
     pred = [-1] * n
 
-    def prereqs_of(node: int, computed: Sequence[bool]) -> list[int]:
+    def prereqs_of(node: int, computed: Sequence[bool]) -> Sequence[int]:
+        # (the walk copies what this returns: ``fixed`` itself is never changed)
         j = pos[node]
         fixed = node_prereqs[node]
         if j == 0:
-            return list(fixed)
+            return fixed
         prev = order[j - 1]
-        if all(computed[v] for v in node_outputs[prev]):
-            return list(fixed)                          # P[j-1] already ran
-        deps = {var_owner[v] for v in node_inputs[node]}
-        deps.update(var_owner[v] for v in fixed)
-        if prev in deps:
-            return list(fixed)                          # the walk reaches it anyway
+        for v in node_outputs[prev]:
+            if not computed[v]:
+                break
+        else:
+            return fixed                                # P[j-1] already ran
+        for v in node_inputs[node]:
+            if var_owner[v] == prev:
+                return fixed                            # the walk reaches it anyway
+        for v in fixed:
+            if var_owner[v] == prev:
+                return fixed
         pred[node] = prev
         return sorted(set(fixed).union(node_outputs[prev]))
 
