@@ -13,7 +13,7 @@ root of site-packages: the interpreter start-up hook (see
 """
 import os
 
-from setuptools import find_packages, setup
+from setuptools import Extension, find_packages, setup
 from setuptools.command.build_py import build_py
 
 PTH = "theano_lowmem_startup.pth"
@@ -55,6 +55,11 @@ setup(
         "six",
     ],
     extras_require={"test": TEST, "plot": PLOT, "docs": DOCS, "all": TEST + PLOT + DOCS},
+    # the short path of a cached signature's call (theano_lowmem/_callproxy.c); optional:
+    # without a compiler it is not built, and callplan runs the same path in Python (one
+    # warning, and reports say so)
+    ext_modules=[Extension("theano_lowmem._callproxy", ["theano_lowmem/_callproxy.c"],
+                           optional=True)],
     entry_points={"console_scripts": ["theano-lowmem = theano_lowmem.__main__:main"]},
     cmdclass={"build_py": build_py_with_pth},
     classifiers=[

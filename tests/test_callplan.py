@@ -470,16 +470,16 @@ def test_call_planned_c_vm_graph_pins_nothing_and_runs_theanos_walk():
 @pytest.mark.parametrize("linker", LINKERS)
 def test_a_cached_signature_takes_the_short_path_and_stays_bit_identical(linker, monkeypatch):
     """From the second call of a signature on, a call reads the signature, compares it with
-    the current plan's and runs the plan's VM (``PlannedVM._set_hit``); another signature,
+    the current plan's and runs the plan's VM (``PlannedVM._set_short_path``); another signature,
     or a shared variable's new shape, takes the long path again.  Outputs and updates
     against stock Theano throughout; the long paths are counted."""
     long_calls = [0]
-    real = callplan.PlannedVM._set_hit
+    real = callplan.PlannedVM._set_short_path
 
     def counting(self, plan):
         long_calls[0] += 1
         return real(self, plan)
-    monkeypatch.setattr(callplan.PlannedVM, "_set_hit", counting)
+    monkeypatch.setattr(callplan.PlannedVM, "_set_short_path", counting)
     res = []
     for mode in (lowmem(linker), stock(STOCK[linker])):
         x, ws, outs, ups = mlp_graph()
@@ -519,7 +519,7 @@ def test_over_budget_signature_never_takes_the_short_path(monkeypatch):
         for _ in range(2):
             with pytest.raises(MemoryError, match="big_fn"):
                 f(big)
-    assert planned_vm(f)._hit is None
+    assert planned_vm(f)._short is None
 
 
 def test_a_failed_planner_never_takes_the_short_path(monkeypatch):
@@ -530,12 +530,63 @@ def test_a_failed_planner_never_takes_the_short_path(monkeypatch):
     f(np.ones(5))
     f(np.ones(5))
     pv = planned_vm(f)
-    assert pv._hit is not None
+    assert pv._short is not None
     monkeypatch.setattr(callplan.CallPlanner, "plan", lambda self, sig: 1 / 0)
     with warnings.catch_warnings(record=True):
         warnings.simplefilter("always")
         f(np.ones(6))
-    assert pv.failed and pv._hit is None and pv.vm is pv._planner.base_vm
+    assert pv.failed and pv._short is None and pv.vm is pv._planner.base_vm
     ran = []
     monkeypatch.setattr(pv.plans[(5,)], "vm", lambda *a, **k: ran.append(1))
     assert f(np.ones(5)) == pytest.approx(5 * np.tanh(3.0)) and not ran
+
+
+def test_the_short_path_runs_in_the_c_extension():
+    """The install built ``theano_lowmem._callproxy`` (setup.py, optional extension) and
+    PlannedVM's call is its ``tp_call``: without it, a cached signature's call costs a
+    Python frame more (the subprocess test below covers that path)."""
+    from theano_lowmem import _callproxy
+    assert callplan.CALL_PROXY == "C"
+    assert callplan.PlannedVM.__mro__[1] is _callproxy.Proxy
+    assert "__call__" not in vars(callplan.PlannedVM)
+
+
+def test_python_short_path_without_the_extension_warns_once_and_stays_identical():
+    """With ``theano_lowmem._callproxy`` unimportable, PlannedVM runs the same short path in
+    Python (``_PyProxy``): one warning per process, the report says so, and calls that
+    alternate shapes, take the short path or the long one, equal stock Theano's."""
+    import subprocess
+    import sys
+    code = r'''
+import sys, warnings
+sys.modules["theano_lowmem._callproxy"] = None          # an import of it fails
+warnings.simplefilter("always")
+import numpy as np, theano, theano.tensor as T
+import theano_lowmem
+from theano_lowmem import callplan
+from theano_lowmem.callplan import planned_vm
+assert callplan.PlannedVM.__mro__[1] is callplan._PyProxy, callplan.PlannedVM.__mro__
+x = T.matrix("x")
+W = theano.shared(np.linspace(-1, 1, 12).reshape(4, 3), name="W")
+out = T.tanh(T.dot(x, W)).sum(axis=1) * 2
+with warnings.catch_warnings(record=True) as w:
+    warnings.simplefilter("always")
+    fs = [theano.function([x], out, mode=theano.Mode(linker=l, optimizer="fast_run+lowmem"))
+          for l in ("cvm_lowmem", "cvm_lowmem_nogc")]
+ref = theano.function([x], out, mode=theano.Mode(linker="cvm", optimizer="fast_run"))
+msgs = [str(m.message) for m in w if "Python path" in str(m.message)]
+assert len(msgs) == 1 and "not built" in msgs[0], msgs
+for f in fs:
+    for n in (5, 5, 5, 2, 2, 5, 5):
+        xv = np.linspace(-1, 1, 4 * n).reshape(n, 4)
+        a, b = f(xv), ref(xv)
+        assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
+    pv = planned_vm(f)
+    assert pv._short is not None and (pv.misses, pv.hits) == (2, 5), (pv.misses, pv.hits)
+text = str(theano_lowmem.report(fs[0], np.ones((5, 4))))
+assert "call path: Python (the C extension" in text, text
+print("OK")
+'''
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       timeout=300)
+    assert p.returncode == 0 and p.stdout.strip().endswith("OK"), p.stdout + p.stderr

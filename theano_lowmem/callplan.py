@@ -607,7 +607,63 @@ class PlanningError(RuntimeError):
     """Planning failed for a signature (the call then runs Theano's order)."""
 
 
-class PlannedVM:
+class _PyProxy:
+    """The short path of a cached signature's call, in Python: what the C extension
+    ``theano_lowmem._callproxy.Proxy`` (PlannedVM's base when it is built, see setup.py)
+    does without a Python frame.  ``_set_short(vm, cells, reader, sig, cell, view,
+    plan)``: a call with no argument whose input ``cells`` hold arrays of the shapes
+    ``sig`` (or, without ``cells``, whose ``reader()`` returns ``sig``), and, if ``cell``
+    is given, whose ``cell`` still holds ``view``, adds one to ``plan.calls`` and returns
+    ``vm()``; any other call returns ``self._long_call(...)``."""
+
+    def _set_short(self, vm, cells, reader, sig, cell, view, plan) -> None:
+        self.__dict__["_short_t"] = (vm, cells, reader, sig, cell, view, plan)
+
+    def _drop_short(self) -> None:
+        self.__dict__["_short_t"] = None
+
+    @property
+    def _short(self):
+        return self.__dict__.get("_short_t")
+
+    def __call__(self, output_subset=None):
+        t = self.__dict__.get("_short_t")
+        if t is not None and output_subset is None:
+            vm, cells, reader, sig, cell, view, plan = t
+            try:
+                if cells is not None:
+                    again = all(c[0].shape == s for c, s in zip(cells, sig))
+                else:
+                    again = reader() == sig
+            except Exception:       # an unreadable signature: the long path's business
+                again = False
+            if again and (cell is None or cell[0] is view):
+                plan.calls += 1
+                return vm()
+        if output_subset is None:
+            return self._long_call()
+        return self._long_call(output_subset=output_subset)
+
+
+try:
+    from ._callproxy import Proxy as _ProxyBase
+    CALL_PROXY = "C"
+except ImportError as _exc:        # not built: the same short path in Python
+    _ProxyBase = _PyProxy
+    CALL_PROXY = f"Python (the C extension theano_lowmem._callproxy is not built: {_exc})"
+_PROXY_WARNED = [False]
+
+
+def _warn_python_proxy() -> None:
+    """One warning per process when the short path runs in Python (reports say it too)."""
+    if _ProxyBase is _PyProxy and not _PROXY_WARNED[0] and _flag("lowmem_warn", True):
+        _PROXY_WARNED[0] = True
+        warnings.warn(f"theano_lowmem: calls with a cached signature take a Python path: "
+                      f"{CALL_PROXY}; results are unaffected (reinstall with a C compiler: "
+                      f"pip install -e . builds it)", stacklevel=3)
+
+
+class PlannedVM(_ProxyBase):
     """The VM of a function with call-time plans (what ``Function.fn`` holds).
 
     Calls select the plan of the signature in the input cells (a tuple of
@@ -631,7 +687,7 @@ class PlannedVM:
         self.__dict__.update(_planner=planner, _vm=base, plans=OrderedDict(),
                              misses=0, evicted=0, _evicted_calls=0, failed=None, name=name,
                              _hold=False, _held=None, _fast=None, _fast_calls=0,
-                             _hit=None, _own_error=False, current=None, _sig=planner.signature,
+                             _own_error=False, current=None, _sig=planner.signature,
                              _max=int(_flag("lowmem_plan_cache", 4)),
                              # read by Function.__call__ on every call (function_module.py:
                              # 940, 949): the same for every plan's VM, so no __getattr__
@@ -641,6 +697,7 @@ class PlannedVM:
                              # VM); every plan's VM has the linked cells (_vm_for)
                              storage_map=getattr(base, "storage_map", None))
         planner.proxy = weakref.ref(self)
+        _warn_python_proxy()
         if planner.arena_ids:
             _ARENA_PLANNERS.add(planner)
 
@@ -668,28 +725,19 @@ class PlannedVM:
         else:
             setattr(self._vm, name, value)
 
-    def __call__(self, output_subset=None):
-        # Function.__call__ calls ``fn()`` or ``fn(output_subset=...)`` (function_module.py:
-        # 903-904), Scan its inner ``fn()`` (scan_op.py:1335)
+    # __call__: the short path of a cached signature (_callproxy.Proxy.tp_call, or
+    # _PyProxy.__call__), else this long path.  Function.__call__ calls ``fn()`` or
+    # ``fn(output_subset=...)`` (function_module.py:903-904), Scan its inner ``fn()``
+    # (scan_op.py:1335).
+    def _long_call(self, output_subset=None):
         d = self.__dict__
-        hit = d["_hit"]
-        # the current plan's signature again, and nothing to do around its VM but (gc on)
-        # putting the arena's views back: one signature read and compare (see _set_hit)
-        if hit is not None and output_subset is None:
-            try:
-                again = hit[0]() == hit[1]
-            except Exception:       # an unreadable signature: the long path's business
-                again = False
-            if again and (hit[4] is None or hit[5][0] is hit[6]):   # gc off: views in
-                hit[2].calls += 1
-                return hit[3]()
         fast = d["_fast"]
         if fast is not None:        # a held plan with nothing to do around its VM
             d["_fast_calls"] += 1
             return fast() if output_subset is None else fast(output_subset=output_subset)
         kwargs = {} if output_subset is None else {"output_subset": output_subset}
         d["_own_error"] = False
-        d["_hit"] = None
+        self._drop_short()
         if d["failed"] is None:
             plan = d["_held"]
             if plan is None:
@@ -730,31 +778,30 @@ class PlannedVM:
                         if not arena.installed:
                             pass
                         elif d["_held"] is not plan:
-                            self._set_hit(plan)
+                            self._set_short_path(plan)
                         elif not (arena.allocator_cells or self._planner.input_view_cells):
                             d["_fast"] = d["_vm"]
                     elif arena.installed:
-                        self._set_hit(plan)
+                        self._set_short_path(plan)
                     return out
                 if d["_held"] is plan:
                     d["_fast"] = d["_vm"]
                 else:
-                    self._set_hit(plan)
+                    self._set_short_path(plan)
         return d["_vm"](**kwargs)
 
-    def _set_hit(self, plan) -> None:
-        """Let the next calls with ``plan``'s signature take the short path of
-        :meth:`__call__`: ``(signature reader, signature, plan, its VM, its arena or None,
-        the arena's first cell, the view it should hold)``.  Only for the current plan
-        when planning is on, the plan is under the budget, no scan holds it, and the
-        signature reader is the settled one; every change of the current plan, of the
-        arena or of the cache (``_select``, ``_leave_arena``, ``clear_plans``, a failed
-        plan, a scan's hold or direct run) drops it, and a call that takes the long
-        path drops it first.  With gc off, the arena's views must still be in their
-        cells (``Function.free()`` empties them all at once, so the first cell tells,
-        as :meth:`PlanArena.emptied_first`), and the cells the long path empties after
-        the VM (allocators', views of inputs) are emptied after it; with gc on, the views
-        go back into their cells before the VM."""
+    def _set_short_path(self, plan) -> None:
+        """Let the next calls with ``plan``'s signature take the short path
+        (:class:`_PyProxy` says what it does; ``_callproxy.Proxy`` does it in C): only for
+        the current plan when planning is on, the plan is under the budget, no scan holds
+        it and the signature reader is the settled one.  Every change of the current plan,
+        of the arena or of the cache (``_select``, ``_leave_arena``, ``clear_plans``, a
+        failed plan, a scan's hold or direct run) drops it, and a call that takes the long
+        path drops it first.  With gc off and an arena, the arena's first view must still
+        be in its cell (``Function.free()`` empties every cell at once, so the first tells,
+        as :meth:`PlanArena.emptied_first`), and the cells the long path empties after the
+        VM (allocators', views of inputs) are emptied after it; with gc on, the views go
+        back into their cells before the VM."""
         d = self.__dict__
         planner = d["_planner"]
         if (plan is not d["current"] or d["failed"] is not None or plan.over_budget
@@ -763,29 +810,32 @@ class PlannedVM:
             return
         arena, vm = plan.arena, plan.vm
         cell = view = None
-        if arena is not None:
-            if not arena.views:
-                arena = None                # nothing placed: nothing to do around the VM
-            elif d["_gc"]:
-                # the VM empties the cells: a call puts the views back first (the VM is
-                # wrapped, so that the short path stays one comparison and one call)
+        if arena is not None and arena.views:
+            if d["_gc"]:
+                # the VM empties the cells: a call puts the views back first
                 def run(refill=arena.refill, vm=vm):
                     refill()
                     return vm()
-                vm, arena = run, None
+                vm = run
             else:
                 cell, view = arena.views[0]
                 clear = tuple(arena.allocator_cells) + tuple(planner.input_view_cells)
                 if clear:
-                    # gc off: the cells of the ops that replaced their view, and those of
-                    # the views of inputs, are emptied after the VM, as the long path does
+                    # the cells of the ops that replaced their view, and those of the
+                    # views of inputs, are emptied after the VM, as the long path does
                     def run(clear=clear, vm=vm):
                         out = vm()
                         for c in clear:
                             c[0] = None
                         return out
                     vm = run
-        d["_hit"] = (planner.signature, plan.signature, plan, vm, arena, cell, view)
+        if planner.value_cells or planner.fortran_inputs:
+            cells, reader, sig = None, planner.signature, plan.signature
+        else:           # the reader reads the shapes of these cells (shapes.signature_reader)
+            cells = tuple(planner.shape_cells)
+            sig = (plan.signature,) if len(cells) == 1 else tuple(plan.signature)
+            reader = None
+        self._set_short(vm, cells, reader, sig, cell, view, plan)
 
     @property
     def hits(self) -> int:
@@ -800,7 +850,7 @@ class PlannedVM:
             plan = self._miss(sig)
         else:
             self.plans.move_to_end(sig)
-        d["_hit"] = None
+        self._drop_short()
         if plan is not None:
             if plan is not d["current"]:
                 self._leave_arena()
@@ -823,7 +873,7 @@ class PlannedVM:
     def _leave_arena(self) -> None:
         """Release the current plan's arena and empty every arena cell, so that no
         view placed for one order stays in a cell when another order runs."""
-        self.__dict__["_hit"] = None
+        self._drop_short()
         cur = self.__dict__["current"]
         if cur is not None and cur.arena is not None:
             cur.arena.release()
@@ -936,7 +986,8 @@ def hold_inner_plans(nodes, thunks) -> list:
                 hit = direct["plans"].get(_outer_key(direct["cells"]))
                 if hit is not None and d["failed"] is None and \
                         d["plans"].get(hit.signature) is hit:
-                    d["current"], d["_vm"], d["_hit"] = hit, hit.vm, None
+                    d["current"], d["_vm"] = hit, hit.vm
+                    pv._drop_short()
                     inner.fn = hit.vm
                     try:
                         return th()
@@ -945,7 +996,8 @@ def hold_inner_plans(nodes, thunks) -> list:
                         steps = direct["steps"][0]
                         if steps is not None:      # never mask the run's own error
                             hit.calls += int(steps)
-            d["_hold"], d["_hit"] = True, None
+            d["_hold"] = True
+            pv._drop_short()
             try:
                 return th()
             finally:

@@ -213,8 +213,14 @@ def _plans_section(pv, measured_peak) -> dict:
         plans.append(d)
     return dict(cache=dict(size=len(pv.plans), capacity=pv._max, hits=pv.hits,
                            misses=pv.misses, evicted=pv.evicted, failed=pv.failed,
-                           arena_off=pv._planner.arena_off),
+                           arena_off=pv._planner.arena_off, call_path=_call_path()),
                 plans=plans)
+
+
+def _call_path() -> str:
+    """How a call with a cached signature runs: the C proxy, or the Python one (why)."""
+    from .callplan import CALL_PROXY
+    return CALL_PROXY
 
 
 def _plans_lines(plans: dict) -> list:
@@ -224,7 +230,8 @@ def _plans_lines(plans: dict) -> list:
     out = ["", f"Call-time plans (one per input-shape signature; cache {c['size']}/{c['capacity']},"
                f" {c['hits']} hits, {c['misses']} misses, {c['evicted']} evicted"
                + (f"; planning FAILED: {c['failed']}" if c["failed"] else "")
-               + (f"; arena off: {c['arena_off']}" if c.get("arena_off") else "") + "):",
+               + (f"; arena off: {c['arena_off']}" if c.get("arena_off") else "")
+               + f"; cached signatures' call path: {c.get('call_path', '?')}" + "):",
            f"  {'signature':<40s} {'sizes':>7s} {'modelled':>10s} {'measured':>10s} "
            f"{'Theano':>10s} {'plan ms':>8s} {'calls':>6s}  method"]
     for p in plans["plans"]:
