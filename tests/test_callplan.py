@@ -590,3 +590,15 @@ print("OK")
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        timeout=300)
     assert p.returncode == 0 and p.stdout.strip().endswith("OK"), p.stdout + p.stderr
+
+
+def test_a_copied_proxy_starts_without_a_short_path_and_runs_the_same():
+    x = T.vector("x")
+    f = theano.function([x], T.tanh(x * 2 + 1).sum(), mode=lowmem())
+    f(np.ones(5))
+    f(np.ones(5))
+    import copy
+    pv = planned_vm(f)
+    c = copy.copy(pv)
+    assert type(c) is type(pv) and pv._short is not None and c._short is None
+    assert c.plans is pv.plans and c.vm is pv.vm

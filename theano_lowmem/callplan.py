@@ -706,6 +706,14 @@ class PlannedVM(_ProxyBase):
         """The VM the last call ran (the linked one before any call)."""
         return self._vm
 
+    def __copy__(self):
+        """A shallow copy (as ``copy.copy`` gave before the C base class, which cannot be
+        copied by ``__reduce_ex__``): the same state, no short path until a long call."""
+        new = type(self).__new__(type(self))
+        new.__dict__.update(self.__dict__)
+        new.__dict__.pop("_short_t", None)
+        return new
+
     # Function.__call__ (function_module.py:903-917) asks for these on an error
     @property
     def position_of_error(self):
