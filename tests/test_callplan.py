@@ -602,3 +602,21 @@ def test_a_copied_proxy_starts_without_a_short_path_and_runs_the_same():
     c = copy.copy(pv)
     assert type(c) is type(pv) and pv._short is not None and c._short is None
     assert c.plans is pv.plans and c.vm is pv.vm
+
+
+@pytest.mark.parametrize("linker", ["cvm_lowmem", "cvm_lowmem_nogc"])
+def test_the_vm_keywords_reach_the_c_vm(linker):
+    """``f.fn(n_calls=k)`` (the C VM's keyword, which Theano's own test_scan.py::
+    test_speed_rnn uses) runs the call k times through the proxy, as stock Theano's VM
+    does; the short path only takes calls without arguments.  Updates against stock."""
+    res = []
+    for mode in (lowmem(linker), stock(STOCK[linker])):
+        s = theano.shared(np.linspace(0, 1, 6), name="s")
+        f = theano.function([], (T.tanh(s) * 2).sum(), updates=[(s, T.tanh(s) + 0.5)],
+                            mode=mode)
+        f()
+        f()                             # the short path is set (ours)
+        f.fn(n_calls=3)
+        f()
+        res.append(s.get_value())
+    same(res[0], res[1])

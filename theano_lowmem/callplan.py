@@ -626,9 +626,9 @@ class _PyProxy:
     def _short(self):
         return self.__dict__.get("_short_t")
 
-    def __call__(self, output_subset=None):
+    def __call__(self, *args, **kwargs):
         t = self.__dict__.get("_short_t")
-        if t is not None and output_subset is None:
+        if t is not None and not args and not kwargs:
             vm, cells, reader, sig, cell, view, plan = t
             try:
                 if cells is not None:
@@ -640,9 +640,7 @@ class _PyProxy:
             if again and (cell is None or cell[0] is view):
                 plan.calls += 1
                 return vm()
-        if output_subset is None:
-            return self._long_call()
-        return self._long_call(output_subset=output_subset)
+        return self._long_call(*args, **kwargs)
 
 
 try:
@@ -736,14 +734,15 @@ class PlannedVM(_ProxyBase):
     # __call__: the short path of a cached signature (_callproxy.Proxy.tp_call, or
     # _PyProxy.__call__), else this long path.  Function.__call__ calls ``fn()`` or
     # ``fn(output_subset=...)`` (function_module.py:903-904), Scan its inner ``fn()``
-    # (scan_op.py:1335).
-    def _long_call(self, output_subset=None):
+    # (scan_op.py:1335); the C VM also takes ``n_calls`` and ``time_thunks``
+    # (Theano's own test_scan.py::test_speed_rnn calls ``f.fn(n_calls=...)``): the
+    # arguments go to the VM as they came.
+    def _long_call(self, *args, **kwargs):
         d = self.__dict__
         fast = d["_fast"]
         if fast is not None:        # a held plan with nothing to do around its VM
             d["_fast_calls"] += 1
-            return fast() if output_subset is None else fast(output_subset=output_subset)
-        kwargs = {} if output_subset is None else {"output_subset": output_subset}
+            return fast(*args, **kwargs)
         d["_own_error"] = False
         self._drop_short()
         if d["failed"] is None:
@@ -775,7 +774,7 @@ class PlannedVM(_ProxyBase):
                     # Scan emptied them: emptied_first() reads one cell); gc on: the VM emptied them
                     if d["_gc"] or not arena.installed or arena.emptied_first():
                         arena.refill()
-                    out = d["_vm"](**kwargs)
+                    out = d["_vm"](*args, **kwargs)
                     if not d["_gc"]:
                         if not arena.probed:
                             self._probe(plan)
@@ -796,7 +795,7 @@ class PlannedVM(_ProxyBase):
                     d["_fast"] = d["_vm"]
                 else:
                     self._set_short_path(plan)
-        return d["_vm"](**kwargs)
+        return d["_vm"](*args, **kwargs)
 
     def _set_short_path(self, plan) -> None:
         """Let the next calls with ``plan``'s signature take the short path
