@@ -611,10 +611,12 @@ class _PyProxy:
     """The short path of a cached signature's call, in Python: what the C extension
     ``theano_lowmem._callproxy.Proxy`` (PlannedVM's base when it is built, see setup.py)
     does without a Python frame.  ``_set_short(vm, cells, reader, sig, cell, view,
-    plan)``: a call with no argument whose input ``cells`` hold arrays of the shapes
-    ``sig`` (or, without ``cells``, whose ``reader()`` returns ``sig``), and, if ``cell``
-    is given, whose ``cell`` still holds ``view``, adds one to ``plan.calls`` and returns
-    ``vm()``; any other call returns ``self._long_call(...)``."""
+    plan)``: a call with no argument whose signature is ``plan.signature`` (the C type
+    compares the shapes of ``cells`` with ``sig`` inline when ``cells`` is given, else
+    ``reader()`` with ``sig``; here ``reader``, the planner's own signature reader, is
+    always called), and, if ``cell`` is given, whose ``cell`` still holds ``view``, adds
+    one to ``plan.calls`` and returns ``vm()``; any other call returns
+    ``self._long_call(...)``."""
 
     def _set_short(self, vm, cells, reader, sig, cell, view, plan) -> None:
         self.__dict__["_short_t"] = (vm, cells, reader, sig, cell, view, plan)
@@ -629,12 +631,9 @@ class _PyProxy:
     def __call__(self, *args, **kwargs):
         t = self.__dict__.get("_short_t")
         if t is not None and not args and not kwargs:
-            vm, cells, reader, sig, cell, view, plan = t
+            vm, _, reader, _, cell, view, plan = t
             try:
-                if cells is not None:
-                    again = all(c[0].shape == s for c, s in zip(cells, sig))
-                else:
-                    again = reader() == sig
+                again = reader() == plan.signature
             except Exception:       # an unreadable signature: the long path's business
                 again = False
             if again and (cell is None or cell[0] is view):
@@ -837,12 +836,11 @@ class PlannedVM(_ProxyBase):
                         return out
                     vm = run
         if planner.value_cells or planner.fortran_inputs:
-            cells, reader, sig = None, planner.signature, plan.signature
-        else:           # the reader reads the shapes of these cells (shapes.signature_reader)
+            cells, sig = None, plan.signature
+        else:   # the C type reads these cells' shapes as shapes.signature_reader does
             cells = tuple(planner.shape_cells)
             sig = (plan.signature,) if len(cells) == 1 else tuple(plan.signature)
-            reader = None
-        self._set_short(vm, cells, reader, sig, cell, view, plan)
+        self._set_short(vm, cells, planner.signature, sig, cell, view, plan)
 
     @property
     def hits(self) -> int:
